@@ -1,0 +1,3 @@
+from ecvit.cli import main
+
+raise SystemExit(main())

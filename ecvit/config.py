@@ -1,0 +1,381 @@
+"""The one typed configuration every front end builds and the engine reads.
+
+The YAML layout follows the official CvT experiments: upper-case sections and keys
+(``TRAIN.LR``), which map to lower-case dataclass fields (``cfg.train.lr``). A YAML file
+is merged over the defaults, then ``KEY VALUE`` overrides over that; every key must exist
+and every value must have the field's type, otherwise a :class:`UsageError` names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ecvit.errors import UsageError
+
+AMP_CHOICES = ("off", "bf16", "fp16")
+OPTIMIZER_CHOICES = ("adamw", "sgd")
+SCHED_CHOICES = ("cosine", "constant")
+DEVICE_CHOICES = ("", "cpu", "cuda")
+INTERPOLATION_CHOICES = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build; per-stage lists left empty keep the variant's defaults."""
+
+    name: str = "ecvit_tiny"
+    drop_path_rate: float = 0.1
+    embed_dims: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+    num_heads: list[int] = field(default_factory=list)
+    mlp_ratios: list[float] = field(default_factory=list)
+    block_size: int = 0  # ECViT window size; 0 keeps the variant's default
+    args: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
+    pretrained: str = ""  # weights to start from (.pth / .safetensors / official CvT)
+    finetune: bool = False  # drop a pretrained head whose class count differs
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are shaped before the model sees them."""
+
+    dataset: str = "digits"
+    root: str = ""
+    img_size: int = 32
+    num_classes: int = 10  # used by ``simulated``; real datasets bring their own
+    train_size: int = 1000  # ``simulated`` only
+    val_size: int = 200  # ``simulated`` only
+    download: bool = False
+    workers: int = 0
+    skip_bad_images: bool = False
+    mean: list[float] = field(default_factory=list)  # empty: the dataset's own statistics
+    std: list[float] = field(default_factory=list)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875  # eval resize = img_size / crop_pct, then center crop
+
+
+@dataclass
+class AugConfig:
+    """Training-time augmentation, built from timm's transforms and Mixup."""
+
+    rand_augment: str = ""  # timm RandAugment spec, e.g. "rand-m9-mstd0.5-inc1"; "" = off
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    label_smoothing: float = 0.0
+    reprob: float = 0.0  # random erasing probability
+    hflip: float = 0.5
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized-crop area
+    color_jitter: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe."""
+
+    epochs: int = 30
+    batch_size: int = 64  # per process
+    lr: float = 1e-3
+    lr_base_batch: int = 0  # >0: lr is scaled by global_batch / lr_base_batch
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_epochs: int = 2
+    sched: str = "cosine"
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    clip_grad: float = 0.0  # 0 = no clipping
+    accum_steps: int = 1
+    ema: bool = False
+    ema_decay: float = 0.9998
+    amp: str = "off"
+    compile: bool = False
+    channels_last: bool = False
+    sync_bn: bool = False
+    resume: str = ""  # checkpoint to continue from; "" = auto-resume from output_dir
+    auto_resume: bool = True
+
+
+@dataclass
+class TestConfig:
+    """Evaluation settings (``validate`` / ``run.sh -t test``)."""
+
+    batch_size: int = 128
+    model_file: str = ""
+
+
+@dataclass
+class Config:
+    """Everything one run needs; ``to_dict`` is what gets saved beside the outputs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: str = ""  # "" = cuda when available, else cpu
+
+    def to_dict(self) -> dict[str, Any]:
+        """Upper-case nested dict, the same layout a YAML experiment uses."""
+        return _to_upper_dict(self)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device:
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: Config | None = None,
+) -> Config:
+    """Defaults (or ``base``) <- YAML file <- ``KEY VALUE`` overrides, then validated."""
+    cfg = base if base is not None else Config()
+    if path:
+        merge_dict(cfg, read_yaml(path), source=str(path))
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, or raise a UsageError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{p}: not valid YAML ({exc})".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: expected a mapping of sections at the top level")
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Rebuild a Config from ``to_dict`` output (e.g. the one saved in a checkpoint)."""
+    cfg = Config()
+    merge_dict(cfg, data, source=source)
+    return cfg
+
+
+def merge_dict(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Merge an upper- or lower-case nested mapping into a dataclass, checking every key."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        dotted = f"{prefix}{str(key).upper()}"
+        name = str(key).lower()
+        if name not in names:
+            raise UsageError(f"{source}: unknown key {dotted}{_suggest(name, names, prefix)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UsageError(f"{source}: {dotted} must be a section (mapping), got {value!r}")
+            merge_dict(current, value, source, prefix=f"{dotted}.")
+        else:
+            setattr(obj, name, coerce(value, hints[name], dotted, source))
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
+    """Apply trailing ``KEY VALUE`` pairs, e.g. ``TRAIN.LR 0.1 MODEL.NAME cvt_13``."""
+    items = list(overrides)
+    if len(items) % 2:
+        raise UsageError(f"overrides come in KEY VALUE pairs; {items[-1]!r} has no value")
+    for key, text in zip(items[::2], items[1::2]):
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        nested: dict[str, Any] = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        merge_dict(cfg, nested, source="override")
+
+
+def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
+    """Return ``value`` as type ``tp`` or raise a UsageError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return coerce(value, args[0], key, source)
+    if tp is Any:
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{source}: {key} must be a list, got {value!r}")
+        return [coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"{source}: {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise UsageError(f"{source}: {key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UsageError(f"{source}: {key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UsageError(f"{source}: {key} must be a number, got {value!r}")
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UsageError(f"{source}: {key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+# -------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no run could use, naming the key; architecture checks live in models."""
+    _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
+    _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
+    _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
+    _choice("DEVICE", cfg.device, DEVICE_CHOICES)
+    _choice("DATA.INTERPOLATION", cfg.data.interpolation, INTERPOLATION_CHOICES)
+    for key, value in (
+        ("DATA.IMG_SIZE", cfg.data.img_size),
+        ("DATA.NUM_CLASSES", cfg.data.num_classes),
+        ("DATA.TRAIN_SIZE", cfg.data.train_size),
+        ("DATA.VAL_SIZE", cfg.data.val_size),
+        ("TRAIN.EPOCHS", cfg.train.epochs),
+        ("TRAIN.BATCH_SIZE", cfg.train.batch_size),
+        ("TRAIN.ACCUM_STEPS", cfg.train.accum_steps),
+        ("TEST.BATCH_SIZE", cfg.test.batch_size),
+    ):
+        if value <= 0:
+            raise UsageError(f"{key} must be positive, got {value}")
+    for key, value in (
+        ("TRAIN.LR", cfg.train.lr),
+        ("TRAIN.WEIGHT_DECAY", cfg.train.weight_decay),
+        ("TRAIN.WARMUP_EPOCHS", cfg.train.warmup_epochs),
+        ("TRAIN.CLIP_GRAD", cfg.train.clip_grad),
+        ("MODEL.DROP_PATH_RATE", cfg.model.drop_path_rate),
+        ("DATA.WORKERS", cfg.data.workers),
+        ("MODEL.BLOCK_SIZE", cfg.model.block_size),
+    ):
+        if value < 0:
+            raise UsageError(f"{key} must not be negative, got {value}")
+    if cfg.train.lr == 0:
+        raise UsageError("TRAIN.LR must be positive, got 0")
+    for key, value in (
+        ("AUG.MIXUP_PROB", cfg.aug.mixup_prob),
+        ("AUG.REPROB", cfg.aug.reprob),
+        ("AUG.HFLIP", cfg.aug.hflip),
+        ("AUG.LABEL_SMOOTHING", cfg.aug.label_smoothing),
+        ("MODEL.DROP_PATH_RATE", cfg.model.drop_path_rate),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{key} must be in [0, 1], got {value}")
+    if cfg.aug.mixup < 0 or cfg.aug.cutmix < 0:
+        raise UsageError("AUG.MIXUP and AUG.CUTMIX must not be negative")
+    if not 0.0 < cfg.data.crop_pct <= 1.0:
+        raise UsageError(f"DATA.CROP_PCT must be in (0, 1], got {cfg.data.crop_pct}")
+    if len(cfg.aug.scale) != 2 or not 0 < cfg.aug.scale[0] <= cfg.aug.scale[1] <= 1:
+        raise UsageError(f"AUG.SCALE must be two numbers 0 < lo <= hi <= 1, got {cfg.aug.scale}")
+    for key, stats in (("DATA.MEAN", cfg.data.mean), ("DATA.STD", cfg.data.std)):
+        if stats and len(stats) not in (1, 3):
+            raise UsageError(f"{key} must have 1 or 3 values, got {len(stats)}")
+    if any(s <= 0 for s in cfg.data.std):
+        raise UsageError(f"DATA.STD values must be positive, got {cfg.data.std}")
+    for key, values in (
+        ("MODEL.EMBED_DIMS", cfg.model.embed_dims),
+        ("MODEL.DEPTHS", cfg.model.depths),
+        ("MODEL.NUM_HEADS", cfg.model.num_heads),
+        ("MODEL.MLP_RATIOS", cfg.model.mlp_ratios),
+    ):
+        if any(v <= 0 for v in values):
+            raise UsageError(f"{key} values must be positive, got {values}")
+
+
+def _choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        shown = ", ".join(repr(c) for c in choices)
+        raise UsageError(f"{key} must be one of {shown}; got {value!r}")
+
+
+def _suggest(name: str, names: set[str], prefix: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(f"{prefix}{c.upper()}" for c in close) + "?)"
+
+
+def _to_upper_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name.upper(): _to_upper_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return list(obj)
+    if isinstance(obj, dict):
+        return dict(obj)
+    return obj
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the merged config as YAML (the run's record of what it did)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "AugConfig",
+    "TrainConfig",
+    "TestConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "merge_dict",
+    "save_config",
+    "validate",
+    "coerce",
+]

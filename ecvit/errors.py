@@ -1,0 +1,17 @@
+"""Errors that mean "the user asked for something we cannot do".
+
+Front ends catch :class:`UsageError` and print a one-line message (exit code 2) instead of
+a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class UsageError(Exception):
+    """Bad flag, config key, file or data: a user mistake, reported in one line."""
+
+
+class CheckpointError(UsageError):
+    """A checkpoint cannot be used: unsafe, corrupt, or not matching the model."""
+
+
+class DataError(UsageError):
+    """A dataset root, split or image cannot be read as the chosen format."""

@@ -1,0 +1,136 @@
+"""One registry for every family: ``create_model`` / ``list_models``, mirrored into timm.
+
+Model entry points are registered with timm's ``register_model`` too, so after
+``import ecvit`` the same names work in ``timm.create_model`` (features_only included).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from timm.models import register_model as timm_register_model
+from torch import nn
+
+from ecvit.checkpoint import extract_state_dict, read_checkpoint
+from ecvit.errors import CheckpointError, UsageError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    paper: str
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(paper: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register an entry point under its function name, here and in timm."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        timm_register_model(fn)
+        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, paper)
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell wildcard like ``"cvt*"``."""
+    names = sorted(_MODELS)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The entry for ``name``, or a UsageError suggesting the closest names."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_models())}"
+        raise UsageError(f"unknown model {name!r}{hint}")
+    return _MODELS[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    img_size: int | None = None,
+    drop_path_rate: float | None = None,
+    checkpoint_path: str | Path | None = None,
+    finetune: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights from ``checkpoint_path``.
+
+    ``checkpoint_path`` accepts our training checkpoints, plain state dicts, safetensors,
+    official CvT ``.pth`` files and transformers-layout CvT weights. With ``finetune=True``
+    a classifier whose class count differs is left freshly initialised instead of failing.
+    """
+    entry = model_entry(name)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if drop_path_rate is not None:
+        kwargs["drop_path_rate"] = drop_path_rate
+    try:
+        model = entry.fn(pretrained=False, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"cannot build {name}: {exc}") from None
+    if checkpoint_path:
+        load_weights(model, checkpoint_path, finetune=finetune)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> None:
+    """Load weights safely into ``model``; mismatches raise a CheckpointError naming tensors."""
+    state = extract_state_dict(read_checkpoint(path))
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    own = model.state_dict()
+    if finetune:
+        head_keys = _classifier_keys(model)
+        state = {
+            k: v for k, v in state.items()
+            if not (k in head_keys and k in own and own[k].shape != v.shape)
+        }
+    missing = [k for k in own if k not in state]
+    if finetune:
+        missing = [k for k in missing if k not in _classifier_keys(model)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append("shape mismatch " + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        hint = " (use --finetune to start a new classifier)" if wrong and all(
+            w.split(":")[0] in _classifier_keys(model) for w in wrong) else ""
+        raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts) + hint)
+    model.load_state_dict(state, strict=not finetune)
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the classifier named in the model's timm pretrained_cfg."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    heads = cfg.get("classifier", "head")
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return {k for k in model.state_dict() if any(k.startswith(h + ".") for h in heads)}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["register_model", "list_models", "create_model", "load_weights", "model_entry",
+           "count_parameters", "ModelEntry"]
