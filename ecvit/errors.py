@@ -15,3 +15,7 @@ class CheckpointError(UsageError):
 
 class DataError(UsageError):
     """A dataset root, split or image cannot be read as the chosen format."""
+
+
+class TrainingError(Exception):
+    """A run that cannot go on (non-finite loss, a failed rank): reported in one line, exit 1."""
