@@ -11,10 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from ecvit.checkpoint import read_checkpoint
+from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
 from ecvit.errors import CheckpointError
-from ecvit.models.registry import create_model, load_weights
+from ecvit.models.registry import create_model
 
 # Checkpoint keys that describe the model and its preprocessing (see ``checkpoint_meta``).
 META_KEYS = ("model_name", "model_args", "num_classes", "class_names", "img_size", "mean",
@@ -74,11 +74,15 @@ def load_for_inference(path: str) -> tuple[nn.Module, dict[str, Any]]:
     The file is read with ``weights_only=True`` (or as safetensors): nothing in it runs.
     Returns ``(model, meta)`` with ``meta`` holding the keys in :data:`META_KEYS`.
     """
-    ckpt = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), str(path))
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_for_inference` for a checkpoint dict already read from ``source``."""
     missing = [k for k in ("model_name", "num_classes") if k not in ckpt]
     if missing:
         raise CheckpointError(
-            f"{path} carries no model description ({', '.join(missing)} missing); "
+            f"{source} carries no model description ({', '.join(missing)} missing); "
             "pass a checkpoint written by `ecvit train` or build the model with "
             "create_model(name, checkpoint_path=...)"
         )
@@ -87,18 +91,22 @@ def load_for_inference(path: str) -> tuple[nn.Module, dict[str, Any]]:
         "model_name": str(ckpt["model_name"]),
         "model_args": dict(ckpt.get("model_args") or {}),
         "num_classes": num_classes,
-        "class_names": list(ckpt.get("class_names") or [str(i) for i in range(num_classes)]),
+        "class_names": [str(c) for c in ckpt.get("class_names") or range(num_classes)],
         "img_size": int(ckpt.get("img_size") or 224),
-        "mean": list(ckpt.get("mean") or [0.485, 0.456, 0.406]),
-        "std": list(ckpt.get("std") or [0.229, 0.224, 0.225]),
+        "mean": [float(v) for v in ckpt.get("mean") or (0.485, 0.456, 0.406)],
+        "std": [float(v) for v in ckpt.get("std") or (0.229, 0.224, 0.225)],
         "interpolation": str(ckpt.get("interpolation") or "bicubic"),
         "crop_pct": float(ckpt.get("crop_pct") or 0.875),
     }
     model = create_model(meta["model_name"], num_classes=num_classes, img_size=meta["img_size"],
                          **meta["model_args"])
-    load_weights(model, path)
+    try:
+        model.load_state_dict(extract_state_dict(ckpt), strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
+        raise CheckpointError(f"{source} does not fit {meta['model_name']}: {detail}") from None
     model.eval()
     return model, meta
 
 
-__all__ = ["build_model", "model_kwargs", "load_for_inference", "checkpoint_meta", "META_KEYS"]
+__all__ = ["build_model", "model_kwargs", "load_for_inference", "model_from_checkpoint", "checkpoint_meta", "META_KEYS"]

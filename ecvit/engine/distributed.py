@@ -1,0 +1,99 @@
+"""One process or many: torchrun detection, process-group setup and exact reductions.
+
+``torchrun`` (``python -m torch.distributed.run``) sets RANK / WORLD_SIZE / LOCAL_RANK;
+when they are present the engine starts the process group itself (gloo on CPU, NCCL on
+CUDA) with a finite timeout, so a rank that dies never leaves the others waiting forever.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ecvit.config import Config
+from ecvit.errors import UsageError
+
+# How long a collective may wait for a missing rank before the survivors give up.
+PROCESS_GROUP_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: its rank, the number of processes, and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool  # True when this module started the process group (and ends it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def setup(cfg: Config) -> DistInfo:
+    """Resolve the device and, under torchrun, join the process group."""
+    device_type = cfg.resolved_device()
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("DEVICE cuda was asked for but no CUDA device is available; use DEVICE cpu")
+    if not launched_by_torchrun() and not dist.is_initialized():
+        return DistInfo(0, 1, 0, torch.device(device_type), owns_group=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device_type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S))
+        owns = True
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, owns_group=owns)
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over ranks (in place) and return it; a no-op in one process."""
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_min(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def shard_indices(n: int, info: DistInfo) -> list[int]:
+    """Rank r evaluates samples r, r+W, r+2W, ...: every sample exactly once, no padding."""
+    return list(range(info.rank, n, info.world_size))
+
+
+__all__ = ["DistInfo", "setup", "cleanup", "all_reduce_sum", "all_reduce_min", "barrier",
+           "shard_indices", "launched_by_torchrun", "PROCESS_GROUP_TIMEOUT_S"]

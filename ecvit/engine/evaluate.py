@@ -1,0 +1,96 @@
+"""Evaluation with exact, rank-independent numbers: top-1, top-5, loss, per-class accuracy.
+
+Each rank sums (correct@1, correct@5, loss, count, confusion matrix) over its exact shard;
+the sums are all-reduced, so 1 and N processes report the same counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ecvit.engine.distributed import DistInfo, all_reduce_sum
+from ecvit.engine.loaders import iterate
+
+
+@dataclass
+class EvalResult:
+    top1: float  # percent
+    top5: float  # percent (top-k with k = min(5, classes))
+    loss: float  # mean cross-entropy
+    num_samples: int
+    num_bad: int
+    confusion: torch.Tensor  # [true, predicted] counts, int64
+
+    def per_class(self, class_names: list[str]) -> dict[str, float | None]:
+        """Accuracy (percent) per true class; None for a class with no samples."""
+        totals = self.confusion.sum(1)
+        hits = self.confusion.diag()
+        return {name: (100.0 * hits[i].item() / totals[i].item() if totals[i] else None)
+                for i, name in enumerate(class_names)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistInfo,
+             autocast: Callable[[], ContextManager], channels_last: bool = False) -> EvalResult:
+    """Run ``model`` over this rank's shard and reduce the sums over all ranks."""
+    was_training = model.training
+    model.eval()
+    device = info.device
+    k = min(5, num_classes)
+    correct1 = torch.zeros((), dtype=torch.int64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    bad = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    for images, labels, num_bad in iterate(loader):
+        bad += int(num_bad)
+        if labels.numel() == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        topk = logits.topk(k, dim=1).indices
+        correct1 += (topk[:, 0] == labels).sum()
+        correct5 += (topk == labels[:, None]).any(dim=1).sum()
+        count += labels.numel()
+        confusion += torch.bincount(labels * num_classes + topk[:, 0], minlength=num_classes**2)
+    ints = all_reduce_sum(torch.stack([correct1, correct5, count, bad]), info).cpu()
+    loss_sum = all_reduce_sum(loss_sum, info).item()
+    confusion = all_reduce_sum(confusion, info).cpu().view(num_classes, num_classes)
+    model.train(was_training)
+    n = int(ints[2])
+    return EvalResult(
+        top1=100.0 * int(ints[0]) / n if n else 0.0,
+        top5=100.0 * int(ints[1]) / n if n else 0.0,
+        loss=loss_sum / n if n else float("nan"),
+        num_samples=n,
+        num_bad=int(ints[3]),
+        confusion=confusion,
+    )
+
+
+def result_dict(result: EvalResult, class_names: list[str]) -> dict[str, Any]:
+    """The dict ``validate`` returns and writes to validate.json."""
+    return {
+        "top1": result.top1,
+        "top5": result.top5,
+        "loss": result.loss,
+        "num_samples": result.num_samples,
+        "num_bad_images": result.num_bad,
+        "per_class": result.per_class(class_names),
+    }
+
+
+__all__ = ["EvalResult", "evaluate", "result_dict"]

@@ -1,0 +1,91 @@
+"""Data loaders for training (shuffled, per-rank) and evaluation (exact shards).
+
+Training shuffles with ``DistributedSampler`` (also in one process) seeded by
+``seed + epoch``, so the order of any epoch is a pure function of the seed and the epoch:
+a resumed run sees exactly the batches an uninterrupted run would. Evaluation gives rank
+r the samples r, r+W, ... with no padding, so every sample counts exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from ecvit.config import Config
+from ecvit.engine.distributed import DistInfo, shard_indices
+from ecvit.errors import UsageError
+
+
+def _seed_worker(worker_id: int) -> None:
+    """torch seeds each worker's torch and ``random``; NumPy is seeded from the same value."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class TrainLoader:
+    """A DataLoader whose shuffle order and worker seeds depend only on (seed, epoch, rank)."""
+
+    def __init__(self, dataset: Dataset, cfg: Config, info: DistInfo, drop_last: bool) -> None:
+        from ecvit.data import collate_batch
+
+        self.seed = cfg.seed
+        self.rank = info.rank
+        self.sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=False)
+        self.generator = torch.Generator()
+        workers = cfg.data.workers
+        self.loader = DataLoader(
+            dataset, batch_size=cfg.train.batch_size, sampler=self.sampler, num_workers=workers,
+            collate_fn=collate_batch, drop_last=drop_last, generator=self.generator,
+            worker_init_fn=_seed_worker if workers else None,
+            pin_memory=info.device.type == "cuda", persistent_workers=False,
+        )
+        if len(self.loader) == 0:
+            raise UsageError(f"the training set has {len(dataset)} images per process, fewer than one "
+                             f"batch of TRAIN.BATCH_SIZE {cfg.train.batch_size}")
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator:
+        """Batches of ``epoch`` (0-based)."""
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(self.seed + 1_000_003 * self.rank + epoch)
+        return iterate(self.loader)
+
+
+def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:
+    """Sequential batches over this rank's exact shard of ``dataset``."""
+    from ecvit.data import collate_batch
+
+    shard = Subset(dataset, shard_indices(len(dataset), info))
+    return DataLoader(shard, batch_size=cfg.test.batch_size, shuffle=False,
+                      num_workers=cfg.data.workers, collate_fn=collate_batch,
+                      pin_memory=info.device.type == "cuda")
+
+
+def iterate(loader: DataLoader) -> Iterator:
+    """Iterate ``loader``; a UsageError raised in a worker comes back as its one-line self.
+
+    DataLoader re-raises worker errors with the worker's traceback in the message; for a
+    user-facing error (e.g. a corrupt image without DATA.SKIP_BAD_IMAGES) only the
+    original message is kept.
+    """
+    try:
+        yield from loader
+    except UsageError as exc:
+        text = str(exc)
+        if "Original Traceback" in text:
+            last = [line for line in text.strip().splitlines() if line.strip()][-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+            raise type(exc)(message) from None
+        raise
+
+
+__all__ = ["TrainLoader", "eval_loader", "iterate"]

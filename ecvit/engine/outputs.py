@@ -1,0 +1,163 @@
+"""Everything a run leaves for people to read: metrics.json, summary.csv, curves.png,
+TensorBoard events, the per-epoch summary line, and validate's confusion.png.
+
+Only rank 0 creates these. The full per-epoch history also lives in the checkpoint, so a
+resumed run rewrites the files from it and never duplicates or loses an epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Columns every epoch record has, in the order summary.csv shows them.
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "best_top1", "lr",
+           "epoch_time", "num_bad_images")
+
+
+def _replace_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    _replace_atomically(path, lambda p: p.write_text(json.dumps(obj, indent=2, allow_nan=False,
+                                                                default=_json_default) + "\n"))
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunOutputs:
+    """Writes the history after every epoch; ``enabled=False`` on ranks other than 0."""
+
+    def __init__(self, output_dir: Path, enabled: bool, purge_epoch: int = 0) -> None:
+        self.dir = output_dir
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run logged past the checkpoint it resumes from
+            self.writer = SummaryWriter(log_dir=str(output_dir / "tb"),
+                                        purge_step=purge_epoch + 1 if purge_epoch else None)
+
+    def epoch_done(self, history: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        rows = [{k: _finite(v) for k, v in row.items()} for row in history]
+        write_json(rows, self.dir / "metrics.json")
+        self._write_csv(rows)
+        self._write_tensorboard(rows[-1])
+        plot_curves(rows, self.dir / "curves.png")
+
+    def _write_csv(self, rows: list[dict[str, Any]]) -> None:
+        columns = list(COLUMNS) + [k for k in rows[-1] if k not in COLUMNS]
+
+        def write(path: Path) -> None:
+            with path.open("w", newline="") as fh:
+                out = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+                out.writeheader()
+                out.writerows(rows)
+
+        _replace_atomically(self.dir / "summary.csv", write)
+
+    def _write_tensorboard(self, row: dict[str, Any]) -> None:
+        step = row["epoch"]
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and value is not None:
+                group = "train" if key.startswith("train") or key in ("lr", "epoch_time") else "val"
+                self.writer.add_scalar(f"{group}/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def summary_line(row: dict[str, Any], epochs: int) -> str:
+    """One line per epoch, e.g. ``epoch 3/30 train_loss 1.2345 val_loss ... bad_images 0``."""
+    width = len(str(epochs))
+    parts = [f"epoch {row['epoch']:>{width}}/{epochs}",
+             f"train_loss {row['train_loss']:.4f}",
+             f"val_loss {row['val_loss']:.4f}",
+             f"top1 {row['val_top1']:.2f}",
+             f"top5 {row['val_top5']:.2f}"]
+    if "ema_val_top1" in row:
+        parts.append(f"ema_top1 {row['ema_val_top1']:.2f}")
+    parts += [f"best {row['best_top1']:.2f}",
+              f"lr {row['lr']:.3e}",
+              f"time {row['epoch_time']:.1f}s",
+              f"bad_images {row['num_bad_images']}"]
+    return "  ".join(parts)
+
+
+def _figure(width: float, height: float):
+    # Figure + Agg canvas directly: never touches pyplot's global backend of the caller.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Train/val loss and val top-1 (and EMA top-1 when present) over epochs."""
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in rows], marker="o", label="val")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["val_top1"] for r in rows], marker="o", label="val top-1")
+    if "ema_val_top1" in rows[-1]:
+        ax_acc.plot(epochs, [r.get("ema_val_top1") for r in rows], marker=".", label="EMA top-1")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation top-1")
+    ax_acc.legend()
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _replace_atomically(path, lambda p: fig.savefig(p, format="png"))
+
+
+def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix (true class down, predicted class across)."""
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    n = len(class_names)
+    size = min(max(5.0, 0.35 * n + 2), 30.0)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if n <= 50:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    fig.tight_layout()
+    _replace_atomically(path, lambda p: fig.savefig(p, format="png"))
+
+
+__all__ = ["RunOutputs", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]

@@ -1,0 +1,339 @@
+"""``train(cfg)``: the one training loop every front end calls.
+
+Plain and linear in the manner of torchvision's reference scripts: build data, model,
+optimizer, scheduler; resume if a checkpoint is there; then per epoch train, evaluate,
+save (atomically: ``model_best.pth`` first, then ``checkpoint.pth``), and write outputs.
+Resuming continues bit for bit on CPU: the checkpoint keeps every RNG state, the
+optimizer, scheduler, scaler, EMA and history, and each epoch's data order is a pure
+function of ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.utils import ModelEmaV3, dispatch_clip_grad
+from torch import nn
+from tqdm import tqdm
+
+import ecvit
+from ecvit.checkpoint import save_atomic
+from ecvit.config import Config, save_config
+from ecvit.config import validate as check_config
+from ecvit.engine import distributed as D
+from ecvit.engine.builder import build_model, checkpoint_meta
+from ecvit.engine.evaluate import evaluate
+from ecvit.engine.loaders import TrainLoader, eval_loader
+from ecvit.engine.optim import (autocast_factory, build_grad_scaler, build_mixup, build_optimizer,
+                                build_scheduler, build_train_loss, scaled_lr, updates_per_epoch)
+from ecvit.engine.outputs import RunOutputs, summary_line
+from ecvit.engine.state import (clean_stale_temporaries, find_resume_checkpoint,
+                                load_module_state, load_training_checkpoint, rng_state,
+                                seed_everything, set_rng_state)
+from ecvit.errors import DataError, TrainingError, UsageError
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg.model.name`` on ``cfg.data``; write outputs to ``cfg.output_dir``.
+
+    Returns the last epoch's metrics (``epoch``, ``train_loss``, ``val_loss``, ``val_top1``,
+    ``val_top5``, ``best_top1``, ...). Under torchrun every rank calls this; rank 0 writes.
+    """
+    check_config(cfg)
+    info = D.setup(cfg)
+    try:
+        return _Run(cfg, info).fit()
+    finally:
+        D.cleanup(info)
+
+
+class _Run:
+    """The state of one training run; ``fit`` is the epoch loop."""
+
+    def __init__(self, cfg: Config, info: D.DistInfo) -> None:
+        from ecvit.data import build_datasets
+
+        self.cfg, self.info, self.device = cfg, info, info.device
+        t = cfg.train
+        self.autocast = autocast_factory(t.amp, self.device)
+        if t.sync_bn and info.distributed and self.device.type != "cuda":
+            raise UsageError("TRAIN.SYNC_BN needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                             "set TRAIN.SYNC_BN false for CPU runs")
+        self.out = Path(cfg.output_dir)
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(self.out)
+            save_config(cfg, self.out / "config.yaml")
+        seed_everything(cfg.seed + info.rank)
+
+        self.data = build_datasets(cfg)
+        self.num_classes = int(self.data.num_classes)
+        self.model = build_model(cfg, self.num_classes).to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mixup = build_mixup(cfg, self.num_classes)
+        self.criterion = build_train_loss(cfg, self.mixup)
+        self.train_loader = TrainLoader(self.data.train, cfg, info, drop_last=self.mixup is not None)
+        self.val_loader = eval_loader(self.data.val, cfg, info)
+        self.optimizer = build_optimizer(self.model, cfg, scaled_lr(cfg, info.world_size))
+        self.updates_per_epoch = updates_per_epoch(len(self.train_loader), t.accum_steps)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.updates_per_epoch)
+        self.scaler = build_grad_scaler(t.amp, self.device)
+        self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
+        self.net, self.ddp = self._wrap(self.model)
+
+        self.start_epoch, self.best_top1 = 0, 0.0
+        self.history: list[dict[str, Any]] = []
+        self.last_checkpoint: tuple[Path, int] | None = None
+        self._resume()
+        self.outputs = RunOutputs(self.out, enabled=info.is_main, purge_epoch=self.start_epoch)
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _wrap(self, model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+        """DDP (with SyncBN when asked) and torch.compile around the bare model."""
+        net, ddp = model, None
+        if self.info.distributed:
+            if self.cfg.train.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = ddp = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        elif self.cfg.train.sync_bn and self.info.is_main:
+            print("note: TRAIN.SYNC_BN has no effect in a single process", flush=True)
+        if self.cfg.train.compile:
+            net = torch.compile(net)
+        return net, ddp
+
+    def _resume(self) -> None:
+        t = self.cfg.train
+        path = find_resume_checkpoint(t.resume, t.auto_resume, self.out)
+        if path is None:
+            return
+        ckpt = load_training_checkpoint(path)
+        load_module_state(self.model, ckpt["model"], str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if "model_ema" in ckpt:
+                load_module_state(self.ema.module, ckpt["model_ema"], f"{path} (model_ema)")
+            else:
+                self.ema.set(self.model)
+        self.start_epoch = int(ckpt["epoch"])
+        self.best_top1 = float(ckpt.get("best_top1", 0.0))
+        self.history = [dict(r) for r in ckpt.get("history", []) if r["epoch"] <= self.start_epoch]
+        self.last_checkpoint = (path, self.start_epoch)
+        # The schedule is a function of the update count and the *current* config (so a run
+        # resumed with more TRAIN.EPOCHS follows the longer cosine); the saved scheduler
+        # state is kept in the checkpoint for reference only.
+        self.scheduler.step_update(self.start_epoch * self.updates_per_epoch)
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if self.info.rank < len(ranks):
+            set_rng_state(ranks[self.info.rank])
+        else:
+            seed_everything(self.cfg.seed + self.info.rank + self.start_epoch)
+        if self.info.is_main:
+            print(f"resumed from {path} at epoch {self.start_epoch}/{t.epochs}", flush=True)
+
+    # ------------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        epochs = self.cfg.train.epochs
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                self._epoch(epoch)
+        finally:
+            self.outputs.close()
+        return dict(self.history[-1]) if self.history else {}
+
+    def _epoch(self, epoch: int) -> None:
+        start = time.perf_counter()
+        train_loss, train_bad = self._train_one_epoch(epoch)
+        val = evaluate(self.model, self.val_loader, self.num_classes, self.info, self.autocast,
+                       self.cfg.train.channels_last)
+        is_best = val.top1 > self.best_top1 or not self.history
+        self.best_top1 = max(self.best_top1, val.top1)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val.loss,
+            "val_top1": val.top1,
+            "val_top5": val.top5,
+            "best_top1": self.best_top1,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "epoch_time": 0.0,
+            "num_bad_images": train_bad + val.num_bad,
+        }
+        if self.ema is not None:
+            ema_val = evaluate(self.ema.module, self.val_loader, self.num_classes, self.info,
+                               self.autocast, self.cfg.train.channels_last)
+            row.update(ema_val_loss=ema_val.loss, ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5)
+        row["epoch_time"] = time.perf_counter() - start
+        self.history.append(row)
+        self._save(epoch + 1, is_best)
+        if self.info.is_main:
+            self.outputs.epoch_done(self.history)
+            print(summary_line(row, self.cfg.train.epochs), flush=True)
+
+    def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over the training shard; returns (mean loss over all ranks, bad images)."""
+        cfg, info = self.cfg, self.info
+        accum = cfg.train.accum_steps
+        n = len(self.train_loader)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        seen = bad = 0
+        pending = False  # gradients accumulated since the last optimizer step
+        updates = epoch * self.updates_per_epoch
+        tick = time.perf_counter()
+        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   dynamic_ncols=True, disable=None if info.is_main else True)
+        for step, (images, labels, num_bad) in enumerate(self.train_loader.epoch(epoch)):
+            bad += int(num_bad)
+            if self.mixup is not None and labels.numel() % 2:
+                images, labels = images[:-1], labels[:-1]  # Mixup pairs samples: keep it even
+            is_update = (step + 1) % accum == 0 or step + 1 == n
+            if self._skip_empty(labels.numel()):
+                if is_update and pending:  # the update still gets what its group gathered
+                    updates = self._update(updates)
+                    pending = False
+                bar.update()
+                continue
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            if cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = labels
+            if self.mixup is not None:
+                images, targets = self.mixup(images, labels)
+            group = min(accum, n - (step // accum) * accum)  # micro-batches in this update
+            sync = (self.ddp.no_sync() if self.ddp is not None and not is_update
+                    else contextlib.nullcontext())
+            with sync:
+                with self.autocast():
+                    loss = self.criterion(self.net(images), targets)
+                value = self._checked_loss(loss, labels.numel(), epoch, step, n)
+                loss = loss / group
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += value * labels.numel()
+            seen += labels.numel()
+            pending = True
+            if is_update:
+                updates = self._update(updates)
+                pending = False
+            elapsed = time.perf_counter() - tick
+            bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.4f}",
+                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{seen * info.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
+            bar.update()
+        bar.close()
+        totals = D.all_reduce_sum(torch.tensor([loss_sum.item(), float(seen), float(bad)],
+                                               dtype=torch.float64, device=self.device), info).cpu()
+        if totals[1] == 0:
+            raise DataError(f"epoch {epoch + 1}: no readable training image in the whole epoch "
+                            f"({int(totals[2])} skipped)")
+        return float(totals[0] / totals[1]), int(totals[2])
+
+    def _skip_empty(self, batch: int) -> bool:
+        """A batch emptied by skipped images is skipped, by every rank together."""
+        if self.info.distributed and self.cfg.data.skip_bad_images:
+            smallest = D.all_reduce_min(torch.tensor([batch], device=self.device), self.info)
+            return int(smallest.item()) == 0
+        return batch == 0
+
+    def _checked_loss(self, loss: torch.Tensor, batch: int, epoch: int, step: int, n: int) -> float:
+        """The loss value, or a TrainingError when any rank's forward pass gave inf/NaN.
+
+        Only the forward loss counts: with fp16 the scaler may still skip a step whose
+        gradients overflowed, which is normal and handled by the scaler.
+        """
+        value = loss.detach().float()
+        if self.info.distributed:
+            flag = (~torch.isfinite(value)).to(torch.float32)
+            flag = D.all_reduce_sum(flag.reshape(1), self.info)
+            bad_ranks = int(flag.item())
+        else:
+            bad_ranks = int(not torch.isfinite(value).item())
+        if bad_ranks:
+            raise TrainingError(self._non_finite_message(value.item(), epoch, step, n))
+        return value.item()
+
+    def _non_finite_message(self, value: float, epoch: int, step: int, n: int) -> str:
+        where = f"non-finite loss ({value}) at epoch {epoch + 1}/{self.cfg.train.epochs}, step {step + 1}/{n}"
+        if self.last_checkpoint is None:
+            kept = "no checkpoint was written yet"
+        else:
+            path, done = self.last_checkpoint
+            kept = f"the last good checkpoint is {path} (epoch {done}), left intact"
+        return f"{where}; training stopped, {kept}. Try a lower TRAIN.LR or TRAIN.CLIP_GRAD."
+
+    def _update(self, updates: int) -> int:
+        """Optimizer step, then the per-update LR schedule and EMA; returns the update count."""
+        self._optimizer_step()
+        updates += 1
+        self.scheduler.step_update(updates)
+        if self.ema is not None:
+            self.ema.update(self.model, step=updates)
+        return updates
+
+    def _optimizer_step(self) -> None:
+        clip = self.cfg.train.clip_grad
+        if self.scaler is not None:
+            if clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                dispatch_clip_grad(self.model.parameters(), clip, mode="norm")
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if clip > 0:
+                dispatch_clip_grad(self.model.parameters(), clip, mode="norm")
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------------- saving
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        """All ranks contribute their RNG state; rank 0 writes model_best, then checkpoint."""
+        rngs = [rng_state()]
+        if self.info.distributed:
+            gathered: list[Any] = [None] * self.info.world_size
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if not self.info.is_main:
+            return
+        ckpt = self._checkpoint(epoch, rngs)
+        # Best first: a kill between the two writes replays this epoch, and rewrites the best.
+        if is_best:
+            save_atomic(ckpt, self.out / "model_best.pth")
+        save_atomic(ckpt, self.out / "checkpoint.pth")
+        self.last_checkpoint = (self.out / "checkpoint.pth", epoch)
+
+    def _checkpoint(self, epoch: int, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        d = self.data
+        ckpt: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            **checkpoint_meta(self.cfg, self.num_classes, list(d.class_names),
+                              [float(v) for v in d.mean], [float(v) for v in d.std]),
+            "config": self.cfg.to_dict(),
+            "epoch": epoch,
+            "best_top1": self.best_top1,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,
+            "history": self.history,
+            "version": ecvit.__version__,
+        }
+        if self.scaler is not None:
+            ckpt["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            ckpt["model_ema"] = self.ema.module.state_dict()
+        return ckpt
+
+
+__all__ = ["train"]
