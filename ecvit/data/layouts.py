@@ -1,0 +1,197 @@
+"""Scanning on-disk dataset layouts into ``(path, label)`` lists, checking them as we go.
+
+Each function either returns complete, consistent splits or raises a :class:`DataError`
+that says which layout was expected and which path did not match it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ecvit.data.images import IMAGE_EXTENSIONS, is_image_file
+from ecvit.errors import DataError
+
+Samples = list[tuple[str, int]]
+
+FOLDER_LAYOUT = "root/train/<class>/<images>, root/val/<class>/<images>"
+TINY_LAYOUT = (
+    "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt"
+)
+PETS_LAYOUT = "images/<name>.jpg, annotations/trainval.txt, annotations/test.txt"
+
+
+def _images_under(folder: Path) -> list[str]:
+    """All image files below ``folder`` (recursive, hidden entries skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
+    return found
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------- folder
+
+
+def scan_folder(root: Path) -> tuple[Samples, Samples, list[str]]:
+    """ImageNet layout: class names are the sorted folder names of ``train``; ``val`` must match."""
+    splits = {}
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DataError(f"folder: missing split {split_dir} (expected the layout {FOLDER_LAYOUT})")
+        classes = _class_dirs(split_dir)
+        if not classes:
+            raise DataError(
+                f"folder: no class folders in {split_dir} (expected the layout {FOLDER_LAYOUT})"
+            )
+        splits[split] = classes
+    classes = splits["train"]
+    if splits["val"] != classes:
+        missing = sorted(set(classes) - set(splits["val"]))
+        extra = sorted(set(splits["val"]) - set(classes))
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}")
+        if extra:
+            parts.append(f"not in train: {', '.join(extra[:5])}")
+        raise DataError(
+            f"folder: the class folders of {root / 'val'} must match {root / 'train'} ({'; '.join(parts)})"
+        )
+    out = []
+    for split in ("train", "val"):
+        samples: Samples = []
+        for label, name in enumerate(classes):
+            files = _images_under(root / split / name)
+            if not files:
+                raise DataError(
+                    f"folder: class folder {root / split / name} has no images "
+                    f"(expected files ending {'/'.join(IMAGE_EXTENSIONS)})"
+                )
+            samples.extend((f, label) for f in files)
+        out.append(samples)
+    return out[0], out[1], classes
+
+
+# ----------------------------------------------------------------------- tiny-imagenet
+
+
+def find_tiny_root(root: Path) -> Path:
+    """The folder holding ``wnids.txt``: ``root`` or ``root/tiny-imagenet-200``."""
+    for candidate in (root, root / "tiny-imagenet-200"):
+        if (candidate / "wnids.txt").is_file():
+            return candidate
+    raise DataError(
+        f"tiny-imagenet: expected {root / 'wnids.txt'} (the official tiny-imagenet-200 layout: "
+        f"{TINY_LAYOUT})"
+    )
+
+
+def scan_tiny_imagenet(root: Path) -> tuple[Samples, Samples, list[str]]:
+    """The official Tiny-ImageNet-200 tree; labels follow the sorted wnids.
+
+    Class names come from ``words.txt`` (first synonym) when it is present, else the wnid.
+    """
+    root = find_tiny_root(root)
+    wnids = sorted({line.strip() for line in _read_lines(root / "wnids.txt") if line.strip()})
+    if not wnids:
+        raise DataError(f"tiny-imagenet: {root / 'wnids.txt'} lists no classes")
+    index = {w: i for i, w in enumerate(wnids)}
+
+    train: Samples = []
+    for wnid in wnids:
+        folder = root / "train" / wnid / "images"
+        if not folder.is_dir():
+            raise DataError(f"tiny-imagenet: expected folder {folder} (layout: {TINY_LAYOUT})")
+        files = _images_under(folder)
+        if not files:
+            raise DataError(f"tiny-imagenet: class folder {folder} has no images")
+        train.extend((f, index[wnid]) for f in files)
+
+    ann = root / "val" / "val_annotations.txt"
+    if not ann.is_file():
+        raise DataError(f"tiny-imagenet: missing split annotations {ann} (layout: {TINY_LAYOUT})")
+    val: Samples = []
+    for lineno, line in enumerate(_read_lines(ann), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) < 2:
+            raise DataError(f"tiny-imagenet: {ann}:{lineno}: expected 'FILE<TAB>WNID ...', got {line!r}")
+        name, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in index:
+            raise DataError(f"tiny-imagenet: {ann}:{lineno}: wnid {wnid} is not in wnids.txt")
+        path = root / "val" / "images" / name
+        if not path.is_file():
+            raise DataError(f"tiny-imagenet: {ann}:{lineno} names {path}, which does not exist")
+        val.append((str(path), index[wnid]))
+    if not val:
+        raise DataError(f"tiny-imagenet: {ann} lists no images")
+
+    words = {}
+    if (root / "words.txt").is_file():
+        for line in _read_lines(root / "words.txt"):
+            wnid, _, text = line.partition("\t")
+            if wnid.strip() in index and text.strip():
+                words[wnid.strip()] = text.split(",")[0].strip()
+    names = [words.get(w, w) for w in wnids]
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+    names = [n if seen[n] == 1 else f"{n} ({w})" for n, w in zip(names, wnids)]
+    return train, val, names
+
+
+# ------------------------------------------------------------------------ oxford-pets
+
+
+def scan_oxford_pets(root: Path) -> tuple[Samples, Samples, list[str]]:
+    """The official Oxford-IIIT Pet layout; ``trainval.txt`` trains, ``test.txt`` validates.
+
+    Each list line is ``NAME CLASS_ID SPECIES BREED_ID`` (class ids from 1); the class name
+    is NAME without its trailing ``_<number>`` (``Abyssinian_100`` -> ``Abyssinian``).
+    """
+    if not (root / "annotations").is_dir() and (root / "oxford-iiit-pet").is_dir():
+        root = root / "oxford-iiit-pet"
+    names: dict[int, str] = {}
+    splits = []
+    for split in ("trainval", "test"):
+        ann = root / "annotations" / f"{split}.txt"
+        if not ann.is_file():
+            raise DataError(f"oxford-pets: expected {ann} (the official layout: {PETS_LAYOUT})")
+        entries = []
+        for lineno, line in enumerate(_read_lines(ann), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+                raise DataError(f"oxford-pets: {ann}:{lineno}: expected 'NAME CLASS_ID ...', got {line!r}")
+            stem, class_id = fields[0], int(fields[1])
+            breed = stem.rsplit("_", 1)[0]
+            if names.setdefault(class_id, breed) != breed:
+                raise DataError(
+                    f"oxford-pets: {ann}:{lineno}: class id {class_id} is {names[class_id]!r} "
+                    f"elsewhere but {breed!r} here"
+                )
+            path = root / "images" / f"{stem}.jpg"
+            if not path.is_file():
+                raise DataError(f"oxford-pets: {ann}:{lineno} names {path}, which does not exist")
+            entries.append((str(path), class_id - 1))
+        if not entries:
+            raise DataError(f"oxford-pets: {ann} lists no images")
+        splits.append(entries)
+    missing = [i for i in range(1, max(names) + 1) if i not in names]
+    if missing:
+        raise DataError(f"oxford-pets: class ids {missing[:5]} never appear in {root / 'annotations'}")
+    return splits[0], splits[1], [names[i] for i in range(1, max(names) + 1)]
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None

@@ -1,0 +1,160 @@
+"""Image transforms: timm's ImageNet pipelines for decoded images, a cheap tensor path for
+the small in-memory datasets (digits, simulated).
+
+Training (images): random-resized-crop (``AUG.SCALE``), horizontal flip (``AUG.HFLIP``),
+RandAugment (``AUG.RAND_AUGMENT``), colour jitter (``AUG.COLOR_JITTER``; timm turns it off
+while RandAugment is on), normalisation, random erasing (``AUG.REPROB``, per-pixel noise).
+Evaluation: resize the short side to ``img_size / crop_pct``, center crop, normalise.
+Mixup/CutMix act on whole batches and live in the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import create_transform
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms
+
+from ecvit.config import AugConfig
+from ecvit.data.images import to_rgb
+
+# timm's train.py default: erased boxes are filled with per-pixel normal noise.
+RANDOM_ERASING_MODE = "pixel"
+
+Stats = tuple[float, float, float]
+
+
+class ToRGB:
+    """Make any PIL image 8-bit RGB (see :func:`ecvit.data.images.to_rgb`)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return to_rgb(img)
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def build_train_transform(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    aug: AugConfig,
+    interpolation: str = "bicubic",
+) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's ImageNet training pipeline driven by ``AugConfig``; PIL image -> [3,H,W]."""
+    timm_tf = create_transform(
+        input_size=img_size,
+        is_training=True,
+        scale=tuple(aug.scale),
+        hflip=aug.hflip,
+        color_jitter=aug.color_jitter if aug.color_jitter > 0 else None,
+        auto_augment=aug.rand_augment or None,
+        interpolation=interpolation,
+        mean=tuple(mean),
+        std=tuple(std),
+        re_prob=aug.reprob,
+        re_mode=RANDOM_ERASING_MODE,
+    )
+    return transforms.Compose([ToRGB(), timm_tf])
+
+
+def build_eval_transform(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+    crop_pct: float = 0.875,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise."""
+    timm_tf = create_transform(
+        input_size=img_size,
+        is_training=False,
+        interpolation=interpolation,
+        crop_pct=crop_pct,
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+    return transforms.Compose([ToRGB(), timm_tf])
+
+
+class TensorTransform:
+    """Resample, augment and normalise a small in-memory image tensor ``[C,h,w]`` in [0, 1].
+
+    One ``grid_sample`` does the upscaling to ``img_size`` and the random affine map
+    (rotation up to ``max_rotate`` degrees, zoom in ``scale``, translation up to
+    ``max_translate`` of the image side, horizontal flip with probability ``hflip``), so a
+    tiny source such as an 8x8 digit is never blurred twice. Out-of-image samples are 0
+    (the background of both in-memory datasets). One channel is replicated to three.
+    Random erasing (``reprob``) is timm's, applied after normalisation as in the image path.
+    Randomness comes from torch's global generator, which DataLoader seeds per worker.
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        interpolation: str = "bilinear",
+        max_rotate: float = 0.0,
+        max_translate: float = 0.0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        hflip: float = 0.0,
+        reprob: float = 0.0,
+    ) -> None:
+        self.img_size = img_size
+        self.mode = interpolation
+        self.max_rotate = max_rotate
+        self.max_translate = max_translate
+        self.scale = scale
+        self.hflip = hflip
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.random_geometry = max_rotate > 0 or max_translate > 0 or scale != (1.0, 1.0)
+        # Output pixel centres in grid_sample's [-1, 1] coordinates (align_corners=False).
+        # Built by hand: F.affine_grid's batched matmul is slow for one small image.
+        centres = (torch.arange(img_size, dtype=torch.float32) * 2 + 1) / img_size - 1
+        self.ys, self.xs = torch.meshgrid(centres, centres, indexing="ij")
+        self.erase = (
+            RandomErasing(reprob, mode=RANDOM_ERASING_MODE, device="cpu") if reprob > 0 else None
+        )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flip = self.hflip > 0 and torch.rand(()).item() < self.hflip
+        if self.random_geometry or x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            x = self._resample(x)
+        if flip:
+            x = x.flip(-1)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        x = (x - self.mean) / self.std
+        if self.erase is not None:
+            x = self.erase(x)
+        return x
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        angle, zoom, tx, ty = 0.0, 1.0, 0.0, 0.0
+        if self.random_geometry:
+            r = torch.rand(4).tolist()
+            angle = math.radians((2 * r[0] - 1) * self.max_rotate)
+            zoom = self.scale[0] + r[1] * (self.scale[1] - self.scale[0])
+            # affine_grid coordinates span [-1, 1], i.e. 2 units per image side
+            tx = (2 * r[2] - 1) * self.max_translate * 2
+            ty = (2 * r[3] - 1) * self.max_translate * 2
+        cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+        grid = torch.stack(
+            [cos * self.xs - sin * self.ys + tx, sin * self.xs + cos * self.ys + ty], dim=-1
+        ).unsqueeze(0)
+        out = F.grid_sample(x[None].float(), grid, mode=self.mode, padding_mode="zeros", align_corners=False)
+        return out[0].clamp_(0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorTransform(img_size={self.img_size}, mode={self.mode!r}, "
+            f"max_rotate={self.max_rotate}, max_translate={self.max_translate}, "
+            f"scale={self.scale}, hflip={self.hflip}, reprob={self.erase is not None})"
+        )
