@@ -9,6 +9,7 @@ and every value must have the field's type, otherwise a :class:`UsageError` name
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -160,7 +161,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"{p}: cannot read as a text file ({exc})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         raise UsageError(f"{p}: not valid YAML ({exc})".replace("\n", " ")) from None
     if data is None:
         return {}
@@ -188,7 +191,7 @@ def merge_dict(obj: Any, data: dict[str, Any], source: str, prefix: str = "") ->
         current = getattr(obj, name)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise UsageError(f"{source}: {dotted} must be a section (mapping), got {value!r}")
+                raise UsageError(f"{source}: {dotted} must be a section (mapping), got {_short(value)}")
             merge_dict(current, value, source, prefix=f"{dotted}.")
         else:
             setattr(obj, name, coerce(value, hints[name], dotted, source))
@@ -202,7 +205,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
     for key, text in zip(items[::2], items[1::2]):
         try:
             value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # too long an int, too deep
             value = text
         nested: dict[str, Any] = {}
         node = nested
@@ -211,6 +214,19 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
         merge_dict(cfg, nested, source="override")
+
+
+def _yaml_scalar(text: str) -> Any:
+    """One list item as YAML reads it; text YAML cannot parse stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
@@ -227,15 +243,15 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-            value = [yaml.safe_load(v) for v in value]
+            value = [_yaml_scalar(v) for v in value]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{source}: {key} must be a list, got {value!r}")
+            raise UsageError(f"{source}: {key} must be a list, got {_short(value)}")
         return [coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise UsageError(f"{source}: {key} must be a mapping, got {value!r}")
+            raise UsageError(f"{source}: {key} must be a mapping, got {_short(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -244,28 +260,29 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
             return value.lower() in ("true", "yes", "1")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise UsageError(f"{source}: {key} must be true or false, got {value!r}")
+        raise UsageError(f"{source}: {key} must be true or false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise UsageError(f"{source}: {key} must be an integer, got {value!r}")
+        raise UsageError(f"{source}: {key} must be an integer, got {_short(value)}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
-                return float(value)
-            except ValueError:
+                number = float(value)
+            except (ValueError, OverflowError):
                 pass
-        raise UsageError(f"{source}: {key} must be a number, got {value!r}")
+        if number is not None and math.isfinite(number):
+            return number
+        raise UsageError(f"{source}: {key} must be a finite number, got {_short(value)}")
     if tp is str:
         if value is None:
             return ""
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise UsageError(f"{source}: {key} must be a string, got {value!r}")
+        raise UsageError(f"{source}: {key} must be a string, got {_short(value)}")
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 

@@ -1,0 +1,457 @@
+"""The ``ecvit`` command: ``train``, ``validate``, ``predict``, ``export``, ``models``, ``benchmark``.
+
+``train`` and ``validate`` turn their arguments into the one typed :class:`~ecvit.config.Config`
+and call the engine. Precedence, lowest to highest::
+
+    config defaults  <  --cfg YAML file  <  explicit flags  <  trailing KEY VALUE overrides
+
+Every flag sets exactly one config key (:data:`CONFIG_FLAGS`, shared with ``main.py``); a flag
+left out never overrides the YAML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ecvit import __version__
+from ecvit.config import Config, apply_overrides, merge_dict, read_yaml, validate
+from ecvit.errors import TrainingError, UsageError
+
+TRAIN, VALIDATE = "train", "validate"
+
+
+# ------------------------------------------------------------------------ value parsers
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """A comma-separated per-stage list such as ``64,192,384``."""
+
+    def parse(text: str) -> list[Any]:
+        parts = [p.strip() for p in text.strip("[]").split(",")]
+        try:
+            values = [item(p) for p in parts]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what} (one per stage, e.g. 1,2,10), got {text!r}"
+            ) from None
+        return values
+
+    parse.__name__ = f"{what} list"
+    return parse
+
+
+# --------------------------------------------------------------------------- flag table
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag and the config key it sets.
+
+    ``eval_key`` replaces ``key`` when the command evaluates instead of training (so
+    ``--batch-size`` is the training batch for ``train`` and the eval batch for ``validate``).
+    ``type=None`` makes an on/off switch (``--x`` / ``--no-x``).
+    """
+
+    option: str
+    key: str
+    help: str
+    type: Callable[[str], Any] | None = str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    commands: tuple[str, ...] = (TRAIN, VALIDATE)
+    eval_key: str | None = None
+    default_text: str | None = None  # how to show an empty config default in --help
+
+    @property
+    def dest(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+    def key_for(self, command: str) -> str:
+        return self.eval_key if command == VALIDATE and self.eval_key else self.key
+
+
+CONFIG_FLAGS: tuple[Flag, ...] = (
+    # model
+    Flag("--model", "MODEL.NAME", "registered model name (see `ecvit models`)", metavar="NAME"),
+    Flag("--embed-dims", "MODEL.EMBED_DIMS", "per-stage widths, comma-separated",
+         _list_of(int, "integers"), metavar="D1,D2,..", default_text="the variant's"),
+    Flag("--depths", "MODEL.DEPTHS", "per-stage block counts, comma-separated",
+         _list_of(int, "integers"), metavar="N1,N2,..", default_text="the variant's"),
+    Flag("--num-heads", "MODEL.NUM_HEADS", "per-stage attention heads, comma-separated",
+         _list_of(int, "integers"), metavar="H1,H2,..", default_text="the variant's"),
+    Flag("--mlp-ratios", "MODEL.MLP_RATIOS", "per-stage MLP expansion ratios, comma-separated",
+         _list_of(float, "numbers"), metavar="R1,R2,..", default_text="the variant's"),
+    Flag("--block-size", "MODEL.BLOCK_SIZE", "ECViT attention block (window) size", int,
+         metavar="N", default_text="the variant's"),
+    Flag("--pretrained", "MODEL.PRETRAINED", "weights to start from (.pth, .safetensors, "
+         "official CvT or transformers-layout CvT files)", metavar="PATH",
+         commands=(TRAIN,), default_text="none"),
+    Flag("--finetune", "MODEL.FINETUNE", "start a new classifier when the --pretrained head "
+         "has a different class count", None, commands=(TRAIN,)),
+    # data
+    Flag("--dataset", "DATA.DATASET", "simulated, digits, folder, cifar10, cifar100, "
+         "tiny-imagenet or oxford-pets", metavar="NAME"),
+    Flag("--data-path", "DATA.ROOT", "dataset root folder", metavar="DIR",
+         default_text="the dataset's default"),
+    Flag("--img-size", "DATA.IMG_SIZE", "input image size in pixels", int, metavar="N"),
+    Flag("--num-classes", "DATA.NUM_CLASSES", "classes of the simulated dataset (real "
+         "datasets bring their own)", int, metavar="N"),
+    Flag("--train-size", "DATA.TRAIN_SIZE", "training images of the simulated dataset",
+         int, metavar="N"),
+    Flag("--val-size", "DATA.VAL_SIZE", "validation images of the simulated dataset",
+         int, metavar="N"),
+    Flag("--download", "DATA.DOWNLOAD", "allow downloading a missing dataset "
+         "(cifar10/cifar100)", None),
+    Flag("--skip-bad-images", "DATA.SKIP_BAD_IMAGES", "skip (and count) unreadable images "
+         "instead of stopping", None),
+    Flag("--workers", "DATA.WORKERS", "data-loading worker processes", int, metavar="N"),
+    # optimisation
+    Flag("--batch-size", "TRAIN.BATCH_SIZE", "images per step and process", int, metavar="N", eval_key="TEST.BATCH_SIZE"),
+    Flag("--epochs", "TRAIN.EPOCHS", "training epochs", int, metavar="N", commands=(TRAIN,)),
+    Flag("--lr", "TRAIN.LR", "peak learning rate", _number, metavar="LR", commands=(TRAIN,)),
+    Flag("--weight-decay", "TRAIN.WEIGHT_DECAY", "weight decay (not on norms, biases, "
+         "tokens)", _number, metavar="WD", commands=(TRAIN,)),
+    Flag("--optimizer", "TRAIN.OPTIMIZER", "optimizer", choices=("adamw", "sgd"),
+         commands=(TRAIN,)),
+    Flag("--amp", "TRAIN.AMP", "mixed precision", choices=("off", "bf16", "fp16")),
+    Flag("--resume", "TRAIN.RESUME", "checkpoint to continue from", metavar="PATH",
+         commands=(TRAIN,), default_text="<output-dir>/checkpoint.pth when it exists"),
+    # run
+    Flag("--seed", "SEED", "random seed", int, metavar="N"),
+    Flag("--device", "DEVICE", "device to run on", choices=("cuda", "cpu"),
+         default_text="cuda when available, else cpu"),
+    Flag("--output-dir", "OUTPUT_DIR", "folder for checkpoints, metrics and plots",
+         metavar="DIR"),
+    Flag("--checkpoint", "TEST.MODEL_FILE", "checkpoint to evaluate", metavar="PATH",
+         commands=(VALIDATE,), default_text="<output-dir>/model_best.pth"),
+)
+
+PRECEDENCE = ("precedence (lowest to highest): config defaults < --cfg YAML < explicit flags < "
+              "trailing KEY VALUE overrides (e.g. TRAIN.LR 0.1 MODEL.NAME cvt_13)")
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of an upper-case dotted key such as ``DATA.IMG_SIZE``."""
+    obj: Any = cfg
+    for part in key.lower().split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _default_text(flag: Flag, value: Any) -> str:
+    if flag.default_text and value in ("", [], 0, None):
+        return flag.default_text
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, commands: Sequence[str],
+                     base: Config) -> None:
+    """Add the flags of :data:`CONFIG_FLAGS` used by ``commands``, plus ``--cfg`` and overrides.
+
+    Flags default to ``argparse.SUPPRESS`` so only flags actually given reach the config; the
+    help shows the default taken from ``base``.
+    """
+    parser.add_argument("--cfg", metavar="FILE", default=argparse.SUPPRESS,
+                        help="YAML experiment file (upper-case keys, e.g. experiments/"
+                             "digits/ecvit/ecvit-tiny.yaml) (default: none)")
+    for flag in CONFIG_FLAGS:
+        if not set(flag.commands) & set(commands):
+            continue
+        keys = list(dict.fromkeys(flag.key_for(c) for c in commands if c in flag.commands))
+        shown = _default_text(flag, get_key(base, keys[0]))
+        help_text = f"{flag.help} [{' / '.join(keys)}] (default: {shown})"
+        if flag.type is None:
+            parser.add_argument(flag.option, dest=flag.dest, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag.option, dest=flag.dest, type=flag.type, choices=flag.choices,
+                                metavar=flag.metavar, default=argparse.SUPPRESS, help=help_text)
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides after all flags, e.g. TRAIN.LR 0.1 DATA.IMG_SIZE 64")
+
+
+def config_from_args(args: argparse.Namespace, command: str, base: Config | None = None) -> Config:
+    """Defaults (``base``) < ``--cfg`` YAML < explicit flags < ``KEY VALUE`` overrides, validated."""
+    cfg = base if base is not None else Config()
+    path = getattr(args, "cfg", None)
+    if path:
+        merge_dict(cfg, read_yaml(path), source=str(path))
+    given: dict[str, str] = {}
+    for flag in CONFIG_FLAGS:
+        if command in flag.commands and hasattr(args, flag.dest):
+            key = flag.key_for(command)
+            given[key] = flag.option
+            merge_dict(cfg, _nested(key, getattr(args, flag.dest)), source=flag.option)
+    overrides = list(getattr(args, "overrides", None) or [])
+    for key in overrides[::2]:
+        if key.startswith("-"):
+            raise UsageError(f"flags go before the KEY VALUE overrides; found {key!r} where a "
+                             "KEY was expected")
+    apply_overrides(cfg, overrides)
+    try:
+        validate(cfg)
+    except UsageError as exc:
+        message = str(exc)
+        key = next((k for k in given if message.startswith(k)), None)
+        if key:  # name the flag the user typed, not only the key
+            raise UsageError(f"{given[key]}: {message}") from None
+        raise
+    return cfg
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def check_model(cfg: Config) -> None:
+    """Build the configured model on the meta device and run one image through it.
+
+    Costs no memory or compute, and turns a wrong per-stage list or an image size the
+    model cannot take into a one-line error before any data is read.
+    """
+    import torch
+
+    from ecvit.engine import model_kwargs
+    from ecvit.models import create_model
+
+    size = cfg.data.img_size
+    with torch.device("meta"):
+        model = create_model(cfg.model.name, num_classes=cfg.data.num_classes, img_size=size,
+                             drop_path_rate=cfg.model.drop_path_rate, **model_kwargs(cfg))
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.empty(1, 3, size, size))
+        except NotImplementedError:  # an op without a meta kernel: the engine will tell
+            return
+        except (RuntimeError, ValueError, AssertionError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(f"{cfg.model.name} cannot take {size}x{size} images with this "
+                             f"configuration (DATA.IMG_SIZE / MODEL.*): {first}") from None
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, TRAIN)
+    check_model(cfg)
+    from ecvit.engine import train
+
+    train(cfg)
+    return 0
+
+
+def default_checkpoint(cfg: Config) -> str:
+    """``TEST.MODEL_FILE``, else the run's ``model_best.pth``; a UsageError when neither exists."""
+    if cfg.test.model_file:
+        return cfg.test.model_file
+    best = Path(cfg.output_dir) / "model_best.pth"
+    if best.is_file():
+        return str(best)
+    raise UsageError(f"no checkpoint to evaluate: pass --checkpoint PATH (or TEST.MODEL_FILE); "
+                     f"{best} does not exist")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, VALIDATE)
+    checkpoint = default_checkpoint(cfg)
+    from ecvit.engine import validate as run_validation
+
+    run_validation(cfg, checkpoint)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ecvit.predict import format_predictions, predict
+
+    results = predict(args.checkpoint, args.images, topk=args.topk)
+    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ecvit.export import export_model
+
+    out = export_model(args.checkpoint, args.format, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ecvit.model_table import format_table, model_rows
+
+    rows = model_rows(args.pattern, args.img_size, args.num_classes)
+    if not rows:
+        raise UsageError(f"no registered model matches {args.pattern!r}")
+    print(format_table(rows, markdown=args.markdown))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from ecvit.bench import benchmark_command
+
+    return benchmark_command(args)
+
+
+# ------------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, descriptions printed as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecvit",
+        description="Convolutional vision transformers (ECViT, CvT, ViT with depth-wise "
+                    "shortcuts): train, evaluate, predict, export, list and benchmark models.",
+        epilog="Run `ecvit <command> --help` for a command's flags and their defaults.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ecvit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    base = Config()
+
+    p = sub.add_parser(TRAIN, help="train a model (no arguments: ecvit_tiny on the bundled "
+                       "digits data)", formatter_class=_Formatter,
+                       description="Train a model; outputs (checkpoints, metrics.json, "
+                       "summary.csv, curves.png, TensorBoard events, config.yaml) go to "
+                       f"--output-dir.\n{PRECEDENCE}")
+    add_config_flags(p, [TRAIN], base)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(VALIDATE, help="evaluate a checkpoint: top-1/top-5, loss, per-class "
+                       "accuracy, confusion.png", formatter_class=_Formatter,
+                       description="Evaluate a checkpoint on the validation split of the "
+                       f"configured dataset.\n{PRECEDENCE}")
+    add_config_flags(p, [VALIDATE], base)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("predict", help="classify image files with a checkpoint",
+                       formatter_class=_Formatter,
+                       description="Top-k classes per image. The model, class names, input "
+                       "size and normalisation are read from the checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="checkpoint written by `ecvit train` or `ecvit export --format "
+                        "safetensors`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--topk", type=_positive_int, default=5, metavar="K",
+                   help="classes shown per image")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, safetensors or TorchScript",
+                       formatter_class=_Formatter,
+                       description="Export a trained model. ONNX and TorchScript hold the fused "
+                       "eval-mode model with a dynamic batch dimension; safetensors holds the "
+                       "weights plus the metadata `ecvit predict`/`validate` need.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint to export")
+    p.add_argument("--format", required=True, choices=("onnx", "safetensors", "torchscript"),
+                   help="output format")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="output file (default: the checkpoint path with .onnx, .safetensors "
+                        "or .torchscript.pt)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list registered models with parameters and MACs",
+                       formatter_class=_Formatter,
+                       description="Registered models: parameters, MACs (multiply-accumulates, "
+                       "the papers' 'FLOPs') at the input size, default input size, paper.")
+    p.add_argument("--pattern", default=None, metavar="GLOB",
+                   help="shell wildcard on the name, e.g. 'cvt*' (default: all)")
+    p.add_argument("--img-size", type=_positive_int, default=None, metavar="N",
+                   help="count at this input size (default: each model's own)")
+    p.add_argument("--num-classes", type=_positive_int, default=1000, metavar="N",
+                   help="classifier outputs")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("benchmark", help="throughput, latency and memory of a model",
+                       formatter_class=_Formatter,
+                       description="Measure images/s, latency and peak memory of a model on "
+                       "random inputs.")
+    p.add_argument("--model", default="ecvit_tiny", metavar="NAME", help="registered model")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                   help="images per step")
+    p.add_argument("--img-size", type=_positive_int, default=None, metavar="N",
+                   help="input size (default: the model's own)")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                   help="mixed precision")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--train", action="store_true",
+                   help="time training steps (forward + backward + optimizer) instead of "
+                        "inference")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write results as JSON")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                   help="device (default: cuda when available, else cpu)")
+    p.set_defaults(func=cmd_benchmark)
+    return parser
+
+
+def run_command(func: Callable[[], int]) -> int:
+    """Run a front end's work, mapping errors to one line on stderr and an exit code.
+
+    UsageError (incl. CheckpointError, DataError): exit 2; TrainingError: exit 1;
+    Ctrl-C: exit 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return func()
+    except UsageError as exc:
+        _print_error(exc)
+        return 2
+    except TrainingError as exc:
+        _print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_error(exc: BaseException) -> None:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    print(f"error: {text or type(exc).__name__}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ecvit`` console script and ``python -m ecvit``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_command(lambda: args.func(args))
+
+
+__all__ = ["main", "build_parser", "CONFIG_FLAGS", "Flag", "add_config_flags",
+           "config_from_args", "check_model", "default_checkpoint", "run_command", "get_key"]
