@@ -1,1 +1,421 @@
-"""(family module: filled in by its implementation)."""
+"""ViT with depth-wise convolution shortcuts (Zhang et al. 2024, arXiv 2407.19394).
+
+The plain model is the DeiT/timm ViT (pre-norm blocks, LayerNorm eps 1e-6, GELU MLP, qkv
+bias, class token, learnable absolute positional embedding), so ``vit_tiny`` has the
+same parameters and state-dict keys as timm's ``deit_tiny_patch16_224``.
+
+The paper's addition (Sec. 3) is a shortcut that bypasses whole transformer blocks::
+
+    DW(x)  = DWConv_k(BN(GELU(patch tokens of x)))    on the 2-D patch-token grid
+    out    = Blocks(x) + [0; DW(x)]                    (class-token position gets zeros)
+
+``dw_span=k`` lets one shortcut bypass ``k`` consecutive blocks (the input of the first
+block feeds it, its output is added to the output of the last one) and
+``dw_kernels=(3, 5, 7)`` sums parallel modules with different kernel sizes over the same
+span, each with its own BatchNorm and convolution (the GELU is shared, as it has no
+parameters and sees the same input). ``depth`` must be a multiple of ``dw_span``.
+
+With class-token pooling the last shortcut only changes the final patch tokens, so it
+matters for dense features (``forward_intermediates``) but not for the logits; it is kept
+because the paper counts it (ViT-Tiny: 12 modules, 27,648 parameters).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import nn
+
+from ecvit.models.layers import tokens_to_grid
+from ecvit.models.registry import register_model
+
+__all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
+           "checkpoint_filter_fn"]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (ViT, Dosovitskiy et al. Eq. 2)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + MSA(LN(x))`` then ``x + MLP(LN(x))``.
+
+    Parameter names match timm's ViT ``Block`` so timm/DeiT weights load unchanged.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class DWBranch(nn.Module):
+    """One kernel of the shortcut: BatchNorm2d then a depthwise ``k x k`` conv with bias (Sec. 3)."""
+
+    def __init__(self, dim: int, kernel_size: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(dim)
+        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.bn(z))
+
+
+class FusedDWConv(nn.Module):
+    """Inference form of a shortcut's branches: one depthwise conv, exact at the borders.
+
+    For a branch ``conv_w(a * z + b)`` (BN as a per-channel affine ``a, b``) the padded border
+    holds zeros *after* the BN, so folding ``a, b`` into the conv is only exact with a border
+    term: ``conv_{w a}(z) + bias + b * S_w`` where ``S_w(h, w)`` sums the kernel taps that land
+    inside the grid. ``S`` is separable in the valid-tap indicators, ``S = R W C^T``, so it is
+    a tiny einsum for any grid size. All branches add up into one ``K x K`` kernel
+    (``K`` = the largest kernel, smaller ones centred), one bias and one border kernel.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, border: torch.Tensor) -> None:
+        super().__init__()
+        self.kernel_size = weight.shape[-1]
+        self.weight = nn.Parameter(weight, requires_grad=False)  # [C, 1, K, K]
+        self.bias = nn.Parameter(bias, requires_grad=False)  # [C]
+        self.border = nn.Parameter(border, requires_grad=False)  # [C, K, K]
+
+    def _valid_taps(self, size: int, ref: torch.Tensor) -> torch.Tensor:
+        """``[size, K]``: 1 where tap ``j`` of output position ``i`` reads inside the grid."""
+        pos = torch.arange(size, device=ref.device)[:, None] + torch.arange(self.kernel_size, device=ref.device)
+        pos = pos - self.kernel_size // 2
+        return ((pos >= 0) & (pos < size)).to(ref.dtype)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h, w = z.shape[-2:]
+        out = F.conv2d(z, self.weight, None, padding=self.kernel_size // 2, groups=z.shape[1])
+        rows, cols = self._valid_taps(h, self.border), self._valid_taps(w, self.border)
+        # [H, W, C] then viewed as [C, H, W]: the same (channels-last) layout as ``out``
+        corr = torch.einsum("hi,cij,wj->hwc", rows, self.border, cols) + self.bias
+        return out + corr.permute(2, 0, 1)
+
+
+class DWShortcut(nn.Module):
+    """The depth-wise shortcut of Zhang et al. (Sec. 3): GELU -> BN -> DWConv over the patch grid.
+
+    Several kernels give parallel branches whose outputs are summed (the paper's multi-kernel
+    variant). Returns the update for the patch tokens only, ``[B, H*W, C]``.
+    """
+
+    def __init__(self, dim: int, kernels: Sequence[int] = (3,)) -> None:
+        super().__init__()
+        self.act = nn.GELU()
+        self.branches = nn.ModuleList(DWBranch(dim, k) for k in kernels)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        # GELU on the sliced patch tokens makes the one necessary copy; the [B, C, H, W] view
+        # of it is channels-last, which the BN and depthwise conv take without copying.
+        z = tokens_to_grid(self.act(x[:, 1:]), *grid)
+        out = self.branches[0](z)
+        for branch in self.branches[1:]:
+            out = out + branch(z)
+        return out.flatten(2).transpose(1, 2)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold every BN into the convs and merge all branches into one (exact, see FusedDWConv)."""
+        if isinstance(self.branches[0], FusedDWConv):
+            return
+        size = max(br.conv.kernel_size[0] for br in self.branches)
+        first = self.branches[0].conv.weight
+        dim = first.shape[0]
+        weight = first.new_zeros(dim, 1, size, size)
+        border = first.new_zeros(dim, size, size)
+        bias = first.new_zeros(dim)
+        for br in self.branches:
+            bn, conv = br.bn, br.conv
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            pad = (size - conv.kernel_size[0]) // 2
+            w = F.pad(conv.weight, (pad, pad, pad, pad))
+            weight += w * scale[:, None, None, None]
+            border += w[:, 0] * shift[:, None, None]
+            bias += conv.bias
+        self.branches = nn.ModuleList([FusedDWConv(weight, bias, border)])
+
+
+class VisionTransformerDW(nn.Module):
+    """ViT (class token, learnable absolute positions) with optional depth-wise shortcuts.
+
+    Args:
+        img_size: training resolution; the positional embedding is defined on its patch grid
+            and interpolated (bicubic) for other inputs whose sides divide by ``patch_size``.
+        dw_kernels: kernel sizes of the parallel shortcut branches; ``()`` gives the plain ViT.
+        dw_span: number of consecutive blocks one shortcut bypasses; must divide ``depth``.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        dw_kernels: Sequence[int] = (),
+        dw_span: int = 1,
+        global_pool: str = "token",
+    ) -> None:
+        super().__init__()
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if any(s <= 0 or s % patch_size for s in img_size):
+            raise ValueError(f"img_size {img_size} must be positive multiples of the patch size {patch_size}")
+        dw_kernels = tuple(int(k) for k in dw_kernels)
+        if any(k < 1 or k % 2 == 0 for k in dw_kernels):
+            raise ValueError(f"dw_kernels {dw_kernels} must be odd positive kernel sizes")
+        if dw_span < 1 or depth % dw_span:
+            raise ValueError(f"dw_span {dw_span} must be a positive divisor of depth {depth}")
+        if global_pool != "token":
+            raise ValueError(f"global_pool {global_pool!r} is not supported (only 'token')")
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.patch_size = patch_size
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.dw_kernels = dw_kernels
+        self.dw_span = dw_span
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as timm
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, dpr[i]) for i in range(depth)])
+        self.shortcuts = nn.ModuleList(
+            DWShortcut(embed_dim, dw_kernels) for _ in range(depth // dw_span if dw_kernels else 0))
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size)
+                             for i in range(depth)]
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """timm's ViT init: trunc-normal(0.02) Linear weights and positions, zero biases."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None and global_pool != "token":
+            raise ValueError(f"global_pool {global_pool!r} is not supported (only 'token')")
+        self.num_classes = num_classes
+        device = self.pos_embed.device
+        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch tokens, class token and (interpolated if needed) positions; also the grid size."""
+        b, _, h, w = x.shape
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input size {h}x{w} is not divisible by the patch size {self.patch_size}")
+        grid = (h // self.patch_size, w // self.patch_size)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), self.patch_embed(x)], dim=1)
+        pos = self.pos_embed
+        if grid != tuple(self.patch_embed.grid_size):
+            pos = resample_abs_pos_embed(pos, new_size=grid, old_size=self.patch_embed.grid_size,
+                                         num_prefix_tokens=1)
+        return x + pos, grid
+
+    def _run_block(self, i: int, x: torch.Tensor, span_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Block ``i``; at the end of a span, add the shortcut fed by the span's input."""
+        x = self.blocks[i](x)
+        s, last = divmod(i, self.dw_span)
+        if last == self.dw_span - 1 and s < len(self.shortcuts):
+            # In place into the block's fresh output: the class position keeps +0 without a
+            # padded copy of the update.
+            x[:, 1:] += self.shortcuts[s](span_in, grid)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, grid = self._embed(x)
+        span_in = x
+        for i in range(len(self.blocks)):
+            if i % self.dw_span == 0:
+                span_in = x
+            x = self._run_block(i, x, span_in, grid)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's API: block outputs (after any shortcut ending there), NCHW maps at stride 16."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        b = x.shape[0]
+        x, grid = self._embed(x)
+        span_in = x
+        intermediates = []
+        last = max_index + 1 if stop_early else len(self.blocks)
+        for i in range(last):
+            if i % self.dw_span == 0:
+                span_in = x
+            x = self._run_block(i, x, span_in, grid)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        intermediates = [y[:, 1:] for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [y.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+                             for y in intermediates]
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks (and shortcuts of incomplete spans) after the last wanted index."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        self.shortcuts = self.shortcuts[: (max_index + 1) // self.dw_span]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
+
+    def fuse(self) -> VisionTransformerDW:
+        """Inference form: each shortcut's BN(s) and parallel convs become one conv (exact).
+
+        The BN sits between GELU and the conv, so ``fuse_conv_bn_eval`` would be wrong at the
+        zero-padded border; FusedDWConv folds it exactly instead. Uses the BN running
+        statistics, so call it on a model meant for eval mode. The plain ViT has nothing to fuse.
+        """
+        for shortcut in self.shortcuts:
+            shortcut.fuse()
+        return self
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VisionTransformerDW) -> dict[str, torch.Tensor]:
+    """Adapt timm/DeiT-layout weights: resample the positional embedding to the model's grid."""
+    out = dict(state_dict)
+    pos = out.get("pos_embed")
+    if pos is not None and pos.shape != model.pos_embed.shape:
+        out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.patch_embed.grid_size, num_prefix_tokens=1)
+    return out
+
+
+def _create_vit_dw(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        VisionTransformerDW,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "vit_tiny": _cfg(),
+    "vit_small": _cfg(),
+    "vit_tiny_dw": _cfg(),
+    "vit_small_dw": _cfg(),
+})
+
+_TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
+_SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)
+_PAPER = "Zhang et al. 2024, arXiv 2407.19394"
+_DEIT = "Touvron et al. 2021, arXiv 2012.12877"
+
+
+@register_model(paper=_DEIT)
+def vit_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Tiny/16 (DeiT-Tiny): the baseline of the depth-wise shortcut paper."""
+    return _create_vit_dw("vit_tiny", pretrained, **{**_TINY, **kwargs})
+
+
+@register_model(paper=_DEIT)
+def vit_small(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Small/16 (DeiT-Small)."""
+    return _create_vit_dw("vit_small", pretrained, **{**_SMALL, **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_tiny_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Tiny with a 3x3 depth-wise shortcut around every block (``dw_span``/``dw_kernels`` vary it)."""
+    return _create_vit_dw("vit_tiny_dw", pretrained, **{**_TINY, "dw_kernels": (3,), **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_small_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Small with a 3x3 depth-wise shortcut around every block."""
+    return _create_vit_dw("vit_small_dw", pretrained, **{**_SMALL, "dw_kernels": (3,), **kwargs})
