@@ -9,6 +9,7 @@ run can stop with a clear message or skip the file, never crash with a raw trace
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +42,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` fully and return it as an 8-bit RGB image.
 
     Raises :class:`DataError` ("cannot read image PATH: REASON") for a missing, truncated,
-    corrupt, unsupported or decompression-bomb file.
+    corrupt or unsupported file, and for a decompression bomb: any image larger than PIL's
+    ``Image.MAX_IMAGE_PIXELS`` (89.5 Mpx by default), where PIL itself would only warn up
+    to twice that size, because a few hundred bytes could otherwise claim ~1 GB of memory.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(handle, formats=IMAGE_FORMATS)
             img.load()  # decode now, while the file is open; truncation surfaces here
     except FileNotFoundError:
         raise DataError(f"cannot read image {path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"cannot read image {path}: is a directory") from None
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"cannot read image {path}: refused as a decompression bomb ({exc})") from None
     except Image.UnidentifiedImageError:
         shown = "/".join(IMAGE_FORMATS)

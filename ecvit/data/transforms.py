@@ -39,6 +39,33 @@ class ToRGB:
         return "ToRGB()"
 
 
+class CapAspect:
+    """Center-crop the long side of an image to at most ``max_ratio`` times the short side.
+
+    Evaluation keeps only a centered square of the short side, so trimming a 1000x3 strip
+    to 12x3 first changes the result by at most a sub-pixel shift, while the resize to
+    ``img_size / crop_pct`` stays small (un-trimmed, that strip would be resized to
+    ~85,000 x 256 at 224 px). Images within the ratio are untouched.
+    """
+
+    def __init__(self, max_ratio: float = 4.0) -> None:
+        self.max_ratio = max_ratio
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        short = min(w, h)
+        limit = max(1, int(short * self.max_ratio))
+        if max(w, h) <= limit:
+            return img
+        limit += (max(w, h) - limit) % 2  # same parity: the crop keeps the exact centre
+        left = (w - min(w, limit)) // 2
+        top = (h - min(h, limit)) // 2
+        return img.crop((left, top, left + min(w, limit), top + min(h, limit)))
+
+    def __repr__(self) -> str:
+        return f"CapAspect(max_ratio={self.max_ratio})"
+
+
 def build_train_transform(
     img_size: int,
     mean: Sequence[float],
@@ -70,7 +97,10 @@ def build_eval_transform(
     interpolation: str = "bicubic",
     crop_pct: float = 0.875,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise."""
+    """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise.
+
+    Works on any PIL image mode and any aspect ratio (see :class:`CapAspect`).
+    """
     timm_tf = create_transform(
         input_size=img_size,
         is_training=False,
@@ -79,7 +109,7 @@ def build_eval_transform(
         mean=tuple(mean),
         std=tuple(std),
     )
-    return transforms.Compose([ToRGB(), timm_tf])
+    return transforms.Compose([ToRGB(), CapAspect(), timm_tf])
 
 
 class TensorTransform:
