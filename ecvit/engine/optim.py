@@ -40,7 +40,10 @@ def scaled_lr(cfg: Config, world_size: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
-    """AdamW or SGD over two parameter groups (with and without weight decay)."""
+    """AdamW or SGD over two parameter groups (with and without weight decay).
+
+    ``sgd`` is timm's: Nesterov momentum (TRAIN.MOMENTUM), as in timm's training recipes.
+    """
     t = cfg.train
     kwargs = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
     return create_optimizer_v2(model, opt=t.optimizer, lr=lr, weight_decay=t.weight_decay,
