@@ -32,7 +32,8 @@ def _cfg(dataset: str, root: Path | str = "", **data) -> Config:
 def _png(path: Path, seed: int = 0, size=(12, 10), mode: str = "RGB") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode).save(path)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
 
 
 def _check_items(ds, img_size: int, labels: set[int]) -> None:
@@ -48,7 +49,9 @@ def _check_items(ds, img_size: int, labels: set[int]) -> None:
 
 
 def test_dataset_names_and_suggestions():
-    assert DATASETS == ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets")
+    assert set(DATASETS) == {
+        "digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets"
+    }
     assert canonical_dataset_name("CIFAR10") == "cifar10"
     assert canonical_dataset_name("tiny_imagenet") == "tiny-imagenet"
     with pytest.raises(DataError, match="did you mean 'tiny-imagenet'"):
@@ -221,24 +224,34 @@ def _write_pickle(path: Path, obj, protocol: int) -> None:
 
 
 def make_cifar10(root: Path, per_batch: int = 4, test: int = 6) -> Path:
+    """Official file names; protocols 2 (as distributed), 4 and 5 exercise every numpy path."""
     folder = root / "cifar-10-batches-py"
     for i in range(1, 6):
-        labels = [(i + j) % 10 for j in range(per_batch)]
-        _write_pickle(folder / f"data_batch_{i}", {"batch_label": f"b{i}", "labels": labels,
-                                                    "data": _cifar_images(per_batch, i),
-                                                    "filenames": [f"f{j}.png" for j in range(per_batch)]}, 2)
-    _write_pickle(folder / "test_batch", {"labels": list(range(test)), "data": _cifar_images(test, 9)}, 4)
-    _write_pickle(folder / "batches.meta", {"label_names": [f"c{k}" for k in range(10)], "num_vis": 3072}, 5)
+        batch = {
+            "batch_label": f"b{i}",
+            "labels": [(i + j) % 10 for j in range(per_batch)],
+            "data": _cifar_images(per_batch, i),
+            "filenames": [f"f{j}.png" for j in range(per_batch)],
+        }
+        _write_pickle(folder / f"data_batch_{i}", batch, 2)
+    test_batch = {"labels": list(range(test)), "data": _cifar_images(test, 9)}
+    _write_pickle(folder / "test_batch", test_batch, 4)
+    meta = {"label_names": [f"c{k}" for k in range(10)], "num_vis": 3072}
+    _write_pickle(folder / "batches.meta", meta, 5)
     return folder
 
 
 def make_cifar100(root: Path) -> Path:
     folder = root / "cifar-100-python"
-    _write_pickle(folder / "train", {"fine_labels": [0, 50, 99, 7, 7], "coarse_labels": [0] * 5,
-                                     "data": _cifar_images(5, 1)}, 2)
-    _write_pickle(folder / "test", {"fine_labels": [3, 4], "coarse_labels": [0, 0], "data": _cifar_images(2, 2)}, 5)
-    _write_pickle(folder / "meta", {"fine_label_names": [f"n{k}" for k in range(100)],
-                                    "coarse_label_names": [f"s{k}" for k in range(20)]}, 2)
+    train = {"fine_labels": [0, 50, 99, 7, 7], "coarse_labels": [0] * 5, "data": _cifar_images(5, 1)}
+    _write_pickle(folder / "train", train, 2)
+    test = {"fine_labels": [3, 4], "coarse_labels": [0, 0], "data": _cifar_images(2, 2)}
+    _write_pickle(folder / "test", test, 5)
+    meta = {
+        "fine_label_names": [f"n{k}" for k in range(100)],
+        "coarse_label_names": [f"s{k}" for k in range(20)],
+    }
+    _write_pickle(folder / "meta", meta, 2)
     return folder
 
 
@@ -342,7 +355,8 @@ def test_cifar_download_uses_torchvision_downloader(tmp_path, monkeypatch):
 def make_tiny(root: Path, wnids=("n02", "n01", "n03"), per_class=2) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
-    (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog, Rana\nn99\tunused\n")
+    words = ["n01\tgoldfish, Carassius auratus", "n02\tsalamander", "n03\tbullfrog, Rana", "n99\tx"]
+    (root / "words.txt").write_text("\n".join(words) + "\n")
     for k, w in enumerate(wnids):
         for i in range(per_class):
             _png(root / "train" / w / "images" / f"{w}_{i}.JPEG", seed=k * 10 + i, size=(64, 64))
@@ -367,7 +381,8 @@ def test_tiny_imagenet(tmp_path):
     _check_items(bundle.val, 16, {0, 1, 2})
     # without words.txt the wnids are the names
     (tmp_path / "tiny-imagenet-200" / "words.txt").unlink()
-    assert build_datasets(_cfg("tiny-imagenet", tmp_path / "tiny-imagenet-200")).class_names == ["n01", "n02", "n03"]
+    bundle = build_datasets(_cfg("tiny-imagenet", tmp_path / "tiny-imagenet-200"))
+    assert bundle.class_names == ["n01", "n02", "n03"]
 
 
 def test_tiny_imagenet_layout_errors(tmp_path):

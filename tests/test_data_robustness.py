@@ -233,6 +233,7 @@ def image_like_bytes(draw) -> bytes:
     return bytes(data[:cut])
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the garbage it reads
 @settings(max_examples=200, deadline=3000, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=image_like_bytes(), ext=st.sampled_from([".jpg", ".png", ".gif", ".tiff", ".bin"]))
 def test_random_bytes_give_rgb_or_data_error(payload, ext):

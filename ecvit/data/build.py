@@ -48,7 +48,7 @@ DIGITS_SCALE = (0.9, 1.1)
 
 @dataclass
 class DataBundle:
-    """Train/val datasets (items ``(image [3,H,W] normalised float, int label)``) and facts about them."""
+    """Train/val datasets (items: normalised float image ``[3,H,W]``, int label) and facts."""
 
     train: Dataset
     val: Dataset
@@ -59,7 +59,7 @@ class DataBundle:
 
 
 def canonical_dataset_name(name: str) -> str:
-    """``"CIFAR10"`` / ``"tiny_imagenet"`` -> the entry of :data:`DATASETS`, or a DataError with a suggestion."""
+    """``"CIFAR10"``, ``"tiny_imagenet"`` -> an entry of :data:`DATASETS`, else a DataError."""
     key = name.strip().lower().replace("_", "-")
     if key in DATASETS:
         return key
@@ -72,10 +72,8 @@ def build_datasets(cfg: Config) -> DataBundle:
     """Datasets for ``cfg.data.dataset`` with transforms from ``cfg.data`` and ``cfg.aug``."""
     name = canonical_dataset_name(cfg.data.dataset)
     if cfg.data.download and name not in DOWNLOADABLE:
-        raise DataError(
-            f"--download is available for {', '.join(DOWNLOADABLE)}; "
-            f"{name} {'needs no download' if name in ('digits', 'simulated') else 'must already be on disk'}"
-        )
+        why = "needs no download" if name in ("digits", "simulated") else "must already be on disk"
+        raise DataError(f"--download is available for {', '.join(DOWNLOADABLE)}; {name} {why}")
     return _BUILDERS[name](cfg)
 
 
@@ -83,7 +81,7 @@ def build_datasets(cfg: Config) -> DataBundle:
 
 
 def _stats(cfg: Config, mean: Stats, std: Stats) -> tuple[Stats, Stats]:
-    """``DATA.MEAN`` / ``DATA.STD`` where given (one value means all channels), else the defaults."""
+    """``DATA.MEAN`` / ``DATA.STD`` where given (one value: all channels), else the defaults."""
 
     def pick(values: list[float], default: Stats) -> Stats:
         if not values:
@@ -111,7 +109,14 @@ def _image_transforms(cfg: Config, mean: Stats, std: Stats) -> tuple[Callable, C
     return train_tf, eval_tf
 
 
-def _file_bundle(cfg: Config, train, val, classes: list[str], mean: Stats, std: Stats) -> DataBundle:
+def _file_bundle(
+    cfg: Config,
+    train: layouts.Samples,
+    val: layouts.Samples,
+    classes: list[str],
+    mean: Stats,
+    std: Stats,
+) -> DataBundle:
     mean, std = _stats(cfg, mean, std)
     train_tf, eval_tf = _image_transforms(cfg, mean, std)
     skip = cfg.data.skip_bad_images

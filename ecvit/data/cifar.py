@@ -72,7 +72,8 @@ def safe_unpickle(path: Path) -> Any:
     except RefusedGlobal as exc:
         raise DataError(f"refusing {path}: not a plain CIFAR batch ({exc})") from None
     except Exception as exc:  # truncated or garbled pickle
-        raise DataError(f"cannot read {path}: not a valid CIFAR batch ({type(exc).__name__}: {exc})") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DataError(f"cannot read {path}: not a valid CIFAR batch ({reason})") from None
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ def _download(spec: CifarSpec, root: Path) -> None:
         raise DataError(f"{spec.name}: download into {root} failed ({exc})") from None
 
 
-def read_cifar_split(spec: CifarSpec, folder: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_split(
+    spec: CifarSpec, folder: Path, files: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 32, 32, 3]`` uint8 and labels ``[N]`` int64 from the given batch files."""
     images, labels = [], []
     for name in files:
@@ -158,7 +161,8 @@ def read_cifar_split(spec: CifarSpec, folder: Path, files: tuple[str, ...]) -> t
         if not isinstance(batch, dict) or "data" not in batch or spec.label_key not in batch:
             raise DataError(f"{spec.name}: {path} has no 'data' and '{spec.label_key}' entries")
         data, lab = batch["data"], np.asarray(batch[spec.label_key])
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        is_array = isinstance(data, np.ndarray) and data.dtype == np.uint8
+        if not is_array or data.ndim != 2 or data.shape[1] != 3072:
             raise DataError(f"{spec.name}: {path} 'data' must be a uint8 array [N, 3072]")
         if lab.shape != (len(data),) or lab.dtype.kind not in "iu":
             raise DataError(f"{spec.name}: {path} has {lab.size} labels for {len(data)} images")

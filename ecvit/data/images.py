@@ -57,7 +57,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except IsADirectoryError:
         raise DataError(f"cannot read image {path}: is a directory") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"cannot read image {path}: refused as a decompression bomb ({exc})") from None
+        reason = f"refused as a decompression bomb ({exc})"
+        raise DataError(f"cannot read image {path}: {reason}") from None
     except Image.UnidentifiedImageError:
         shown = "/".join(IMAGE_FORMATS)
         raise DataError(f"cannot read image {path}: not a {shown} image file") from None
@@ -66,7 +67,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         return to_rgb(img)
     except Exception as exc:  # a mode we cannot map to RGB
-        raise DataError(f"cannot read image {path}: cannot convert mode {img.mode} ({_reason(exc)})") from None
+        reason = f"cannot convert mode {img.mode} ({_reason(exc)})"
+        raise DataError(f"cannot read image {path}: {reason}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

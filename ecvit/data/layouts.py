@@ -43,7 +43,9 @@ def scan_folder(root: Path) -> tuple[Samples, Samples, list[str]]:
     for split in ("train", "val"):
         split_dir = root / split
         if not split_dir.is_dir():
-            raise DataError(f"folder: missing split {split_dir} (expected the layout {FOLDER_LAYOUT})")
+            raise DataError(
+                f"folder: missing split {split_dir} (expected the layout {FOLDER_LAYOUT})"
+            )
         classes = _class_dirs(split_dir)
         if not classes:
             raise DataError(
@@ -60,7 +62,8 @@ def scan_folder(root: Path) -> tuple[Samples, Samples, list[str]]:
         if extra:
             parts.append(f"not in train: {', '.join(extra[:5])}")
         raise DataError(
-            f"folder: the class folders of {root / 'val'} must match {root / 'train'} ({'; '.join(parts)})"
+            f"folder: the class folders of {root / 'val'} must match {root / 'train'} "
+            f"({'; '.join(parts)})"
         )
     out = []
     for split in ("train", "val"):
@@ -121,7 +124,9 @@ def scan_tiny_imagenet(root: Path) -> tuple[Samples, Samples, list[str]]:
             continue
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 2:
-            raise DataError(f"tiny-imagenet: {ann}:{lineno}: expected 'FILE<TAB>WNID ...', got {line!r}")
+            raise DataError(
+                f"tiny-imagenet: {ann}:{lineno}: expected 'FILE<TAB>WNID ...', got {line!r}"
+            )
         name, wnid = fields[0].strip(), fields[1].strip()
         if wnid not in index:
             raise DataError(f"tiny-imagenet: {ann}:{lineno}: wnid {wnid} is not in wnids.txt")
@@ -169,7 +174,9 @@ def scan_oxford_pets(root: Path) -> tuple[Samples, Samples, list[str]]:
                 continue
             fields = line.split()
             if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) < 1:
-                raise DataError(f"oxford-pets: {ann}:{lineno}: expected 'NAME CLASS_ID ...', got {line!r}")
+                raise DataError(
+                    f"oxford-pets: {ann}:{lineno}: expected 'NAME CLASS_ID ...', got {line!r}"
+                )
             stem, class_id = fields[0], int(fields[1])
             breed = stem.rsplit("_", 1)[0]
             if names.setdefault(class_id, breed) != breed:
@@ -186,7 +193,8 @@ def scan_oxford_pets(root: Path) -> tuple[Samples, Samples, list[str]]:
         splits.append(entries)
     missing = [i for i in range(1, max(names) + 1) if i not in names]
     if missing:
-        raise DataError(f"oxford-pets: class ids {missing[:5]} never appear in {root / 'annotations'}")
+        where = root / "annotations"
+        raise DataError(f"oxford-pets: class ids {missing[:5]} never appear in {where}")
     return splits[0], splits[1], [names[i] for i in range(1, max(names) + 1)]
 
 

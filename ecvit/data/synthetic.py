@@ -56,7 +56,8 @@ class SimulatedDataset(Dataset):
         rng = np.random.default_rng([seed, num_classes])
         self.colours = torch.from_numpy(rng.uniform(0.2, 0.8, (num_classes, 3))).float()
         self.tints = torch.from_numpy(rng.uniform(-1.0, 1.0, (num_classes, 3))).float()
-        self.freqs = torch.from_numpy(rng.integers(1, SIM_MAX_FREQUENCY + 1, (num_classes, 2))).float()
+        freqs = rng.integers(1, SIM_MAX_FREQUENCY + 1, (num_classes, 2))
+        self.freqs = torch.from_numpy(freqs).float()
         self.classes = [str(c) for c in range(num_classes)]
 
     @property

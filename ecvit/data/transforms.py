@@ -179,7 +179,9 @@ class TensorTransform:
         grid = torch.stack(
             [cos * self.xs - sin * self.ys + tx, sin * self.xs + cos * self.ys + ty], dim=-1
         ).unsqueeze(0)
-        out = F.grid_sample(x[None].float(), grid, mode=self.mode, padding_mode="zeros", align_corners=False)
+        out = F.grid_sample(
+            x[None].float(), grid, mode=self.mode, padding_mode="zeros", align_corners=False
+        )
         return out[0].clamp_(0.0, 1.0)
 
     def __repr__(self) -> str:
