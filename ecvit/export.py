@@ -1,0 +1,106 @@
+"""``ecvit export``: ship a trained model as ONNX, safetensors or TorchScript.
+
+- safetensors: the (unfused) weights plus the inference metadata as JSON strings, so the
+  file is itself a checkpoint for ``ecvit predict`` / ``ecvit validate`` and nothing in it
+  can execute;
+- ONNX / TorchScript: the fused eval-mode model (``model.fuse()`` folds BatchNorms), input
+  ``[batch, 3, img_size, img_size]`` with a dynamic batch dimension, output logits; the
+  metadata rides along (ONNX ``metadata_props``, TorchScript extra file ``ecvit_meta.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ecvit.errors import UsageError
+
+FORMATS = ("onnx", "safetensors", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
+ONNX_OPSET = 18
+META_FILE = "ecvit_meta.json"
+
+
+def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Export ``checkpoint`` to ``fmt``; ``out`` defaults to the checkpoint path with the
+    format's suffix. Returns the written path."""
+    from ecvit.engine import load_for_inference
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    checkpoint = Path(checkpoint)
+    out = Path(out) if out else checkpoint.with_suffix(SUFFIXES[fmt])
+    if out.resolve() == checkpoint.resolve():
+        raise UsageError(f"--out {out} would overwrite the checkpoint being exported")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    model, meta = load_for_inference(str(checkpoint))
+    if fmt == "safetensors":
+        export_safetensors(model, meta, out)
+    elif fmt == "onnx":
+        export_onnx(inference_form(model), meta, out)
+    else:
+        export_torchscript(inference_form(model), meta, out)
+    return out
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """Eval mode, BatchNorms folded where the model knows how (``fuse``)."""
+    model.eval()
+    fuse = getattr(model, "fuse", None)
+    if callable(fuse):
+        model = fuse() or model
+    return model.eval()
+
+
+def example_input(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:
+    size = int(meta["img_size"])
+    return torch.randn(batch, 3, size, size)
+
+
+def _meta_strings(meta: dict[str, Any]) -> dict[str, str]:
+    return {key: json.dumps(value) for key, value in meta.items()}
+
+
+def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
+    """Weights + JSON metadata; ``ecvit.checkpoint.read_checkpoint`` reads the metadata back."""
+    from safetensors.torch import save_file
+
+    # clone: safetensors refuses tensors that share storage (e.g. tied or viewed weights)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out), metadata={"format": "pt", **_meta_strings(meta)})
+
+
+def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
+    """ONNX through the ``torch.export`` (dynamo) exporter, opset 18, dynamic batch."""
+    import onnx
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example_input(meta),), dynamo=True, opset_version=ONNX_OPSET,
+            input_names=["images"], output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            external_data=False, verbose=False,
+        )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, _meta_strings(meta))
+    onnx.save_model(proto, str(out))
+
+
+def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
+    """``torch.jit.trace`` at batch 2 (traced shapes stay symbolic in the batch dim)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example_input(meta), check_trace=False)
+    torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(meta)})
+
+
+__all__ = ["export_model", "export_safetensors", "export_onnx", "export_torchscript",
+           "inference_form", "FORMATS"]

@@ -1,0 +1,84 @@
+"""Reference command line: ``python main.py --mode {train,validate,train_and_validate} ...``.
+
+The flags are those of the ECViT reference code (``--dataset``, ``--img-size``,
+``--embed-dims 64,128`` ...), taken from the same table as ``ecvit train`` / ``ecvit
+validate`` (:data:`ecvit.cli.CONFIG_FLAGS`), so both build the same config and call the
+same engine. The defaults follow the reference: the paper's ECViT (``ecvit_small``) on
+the ``simulated`` dataset at 224 px; everything else is the config default. Example::
+
+    python main.py --mode train --dataset simulated --train-size 1000 --val-size 200 \\
+        --img-size 224 --num-classes 10 --batch-size 64 --epochs 30
+    python main.py --mode validate --dataset simulated --img-size 224 \\
+        --checkpoint output/model_best.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from ecvit.cli import (PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, check_model,
+                       config_from_args, default_checkpoint, print_config, run_command)
+from ecvit.config import Config
+from ecvit.errors import UsageError
+
+MODES = ("train", "validate", "train_and_validate")
+
+
+def reference_defaults() -> Config:
+    """The reference CLI's defaults: the paper's model on simulated data at 224 px."""
+    cfg = Config()
+    cfg.model.name = "ecvit_small"
+    cfg.data.dataset = "simulated"
+    cfg.data.img_size = 224
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", formatter_class=_Formatter,
+        description="ECViT reference command line: train and/or evaluate a model.\n"
+                    "train_and_validate evaluates <output-dir>/model_best.pth after training.\n"
+                    + PRECEDENCE)
+    parser.add_argument("--mode", choices=MODES, default="train_and_validate",
+                        help="what to run")
+    add_config_flags(parser, [TRAIN, VALIDATE], reference_defaults())
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the config for ``--mode`` and call the engine (imported only once it is needed)."""
+    if args.mode == VALIDATE:
+        cfg = config_from_args(args, VALIDATE, reference_defaults())
+        checkpoint = default_checkpoint(cfg)
+        if args.dry_run:
+            print_config(cfg)
+            return 0
+        from ecvit.engine import validate
+
+        validate(cfg, checkpoint)
+        return 0
+    if hasattr(args, "checkpoint"):
+        raise UsageError(f"--checkpoint is for --mode validate; --mode {args.mode} trains (use "
+                         "--pretrained PATH to start from weights, --resume PATH to continue)")
+    cfg = config_from_args(args, TRAIN, reference_defaults())
+    check_model(cfg)
+    if args.dry_run:
+        print_config(cfg)
+        return 0
+    from ecvit.engine import train, validate
+
+    train(cfg)
+    if args.mode == "train_and_validate":
+        validate(cfg, str(Path(cfg.output_dir) / "model_best.pth"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
