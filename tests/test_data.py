@@ -62,6 +62,14 @@ def test_dataset_names_and_suggestions():
         build_datasets(_cfg("mnist-fashion-xyz"))
 
 
+@pytest.mark.parametrize("name", ["folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets"])
+def test_on_disk_formats_need_data_path(name, tmp_path):
+    with pytest.raises(DataError, match=rf"{name} reads its files from disk: pass --data-path DIR"):
+        build_datasets(_cfg(name, ""))
+    with pytest.raises(DataError, match=rf"{name}: dataset root .*missing \(--data-path\) is not a dir"):
+        build_datasets(_cfg(name, tmp_path / "missing"))
+
+
 def test_download_is_refused_where_unsupported(tmp_path):
     with pytest.raises(DataError, match="--download is available for cifar10, cifar100; folder must"):
         build_datasets(_cfg("folder", tmp_path, download=True))
