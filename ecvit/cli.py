@@ -38,6 +38,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -411,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure images/s, latency and peak memory of a model on "
                        "random inputs.")
     p.add_argument("--model", default="ecvit_tiny", metavar="NAME", help="registered model")
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
                    help="images per step")
     p.add_argument("--img-size", type=_positive_int, default=None, metavar="N",
                    help="input size (default: the model's own)")
@@ -422,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time training steps (forward + backward + optimizer) instead of "
                         "inference")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--warmup", type=_non_negative_int, default=3, metavar="N",
+                   help="untimed steps before timing")
+    p.add_argument("--iters", type=_positive_int, default=10, metavar="N", help="timed steps")
     p.add_argument("--json", metavar="FILE", default=None, help="also write results as JSON")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None,
                    help="device (default: cuda when available, else cpu)")
