@@ -220,6 +220,19 @@ def test_span_shortcut_feeds_from_first_block_and_adds_after_last():
         torch.testing.assert_close(seen[f"block{mid + 1}.in"], seen[f"block{mid}.out"], rtol=0, atol=0)
 
 
+def test_in_place_shortcut_add_gives_reference_gradients():
+    model = small_vit(dw_kernels=(3, 5), dw_span=2).train()
+    x = torch.randn(2, 3, 48, 64)
+    grads = []
+    for forward in (model.forward_features, lambda inp: reference_features(model, inp)):
+        model.zero_grad()
+        forward(x).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("shortcuts.2.") for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
 def test_identity_blocks_leave_class_token_untouched():
     model = small_vit(dw_kernels=(3, 5), dw_span=2)
     with torch.no_grad():
@@ -246,6 +259,19 @@ def test_every_parameter_gets_a_gradient():
     for s in model.shortcuts:
         for br in s.branches:
             assert br.conv.weight.grad.abs().sum() > 0 and br.bn.weight.grad.abs().sum() > 0
+
+
+def test_drop_path_and_in_chans():
+    model = small_vit(dw_kernels=(3,), drop_path_rate=0.1, in_chans=1)
+    rates = [getattr(blk.drop_path1, "drop_prob", 0.0) for blk in model.blocks]
+    assert rates == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.1])
+    x = torch.randn(2, 1, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))
 
 
 def test_batch_one_trains():

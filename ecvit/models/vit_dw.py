@@ -110,8 +110,8 @@ class FusedDWConv(nn.Module):
 
     def _valid_taps(self, size: int, ref: torch.Tensor) -> torch.Tensor:
         """``[size, K]``: 1 where tap ``j`` of output position ``i`` reads inside the grid."""
-        pos = torch.arange(size, device=ref.device)[:, None] + torch.arange(self.kernel_size, device=ref.device)
-        pos = pos - self.kernel_size // 2
+        taps = torch.arange(self.kernel_size, device=ref.device) - self.kernel_size // 2
+        pos = torch.arange(size, device=ref.device)[:, None] + taps
         return ((pos >= 0) & (pos < size)).to(ref.dtype)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -245,9 +245,9 @@ class VisionTransformerDW(nn.Module):
         if global_pool is not None and global_pool != "token":
             raise ValueError(f"global_pool {global_pool!r} is not supported (only 'token')")
         self.num_classes = num_classes
-        device = self.pos_embed.device
-        self.head = nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.head = nn.Identity()
         if num_classes > 0:
+            self.head = nn.Linear(self.embed_dim, num_classes, device=self.pos_embed.device)
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
@@ -264,7 +264,9 @@ class VisionTransformerDW(nn.Module):
                                          num_prefix_tokens=1)
         return x + pos, grid
 
-    def _run_block(self, i: int, x: torch.Tensor, span_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _run_block(
+        self, i: int, x: torch.Tensor, span_in: torch.Tensor, grid: tuple[int, int]
+    ) -> torch.Tensor:
         """Block ``i``; at the end of a span, add the shortcut fed by the span's input."""
         x = self.blocks[i](x)
         s, last = divmod(i, self.dw_span)
@@ -347,12 +349,15 @@ class VisionTransformerDW(nn.Module):
         return self
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VisionTransformerDW) -> dict[str, torch.Tensor]:
+def checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor], model: VisionTransformerDW
+) -> dict[str, torch.Tensor]:
     """Adapt timm/DeiT-layout weights: resample the positional embedding to the model's grid."""
     out = dict(state_dict)
     pos = out.get("pos_embed")
     if pos is not None and pos.shape != model.pos_embed.shape:
-        out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.patch_embed.grid_size, num_prefix_tokens=1)
+        out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.patch_embed.grid_size,
+                                                  num_prefix_tokens=1)
     return out
 
 
