@@ -1,1 +1,569 @@
-"""(family module: filled in by its implementation)."""
+"""CvT: Convolutional vision Transformer (Wu et al. 2021, arXiv 2103.15808).
+
+Three stages, each a convolutional token embedding (Sec. 3.1) followed by transformer
+blocks whose attention uses a convolutional projection (Sec. 3.2): a depth-wise 3x3 conv
++ BatchNorm on the token grid before the linear q/k/v projections, with stride 2 for
+keys and values. No positional embedding; a class token joins in the last stage only.
+
+The module and parameter names reproduce the official implementation
+(microsoft/CvT, ``lib/models/cls_cvt.py``), so its ``.pth`` files load with
+``strict=True``; ``checkpoint_filter_fn`` also converts weights saved by the transformers
+library (``cvt.encoder.stages...``, e.g. the hub's ``microsoft/cvt-13``).
+
+Tokens travel as ``[B, N, C]``; a stage's token grid is handed to the next stage's conv
+as a channels-last view, so no copy is made between the convolutional and token views.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp, QuickGELU, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ecvit.models.layers import tokens_to_grid
+from ecvit.models.registry import register_model
+
+__all__ = ["CvT", "checkpoint_filter_fn"]
+
+QKV_METHODS = ("dw_bn", "avg", "linear")
+GLOBAL_POOLS = ("token", "avg", "")
+LN_EPS = 1e-5  # official LayerNorm eps (transformers' CvtConfig.layer_norm_eps is unused)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (official ``LayerNorm`` subclass), eps 1e-5.
+
+    The result comes back in the input dtype, or in the autocast dtype when autocast is
+    on: every consumer (conv, Linear) would cast it to that dtype anyway, so casting once
+    here saves a copy per consumer and keeps the class-token concatenations in one dtype.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device, dtype = x.device.type, x.dtype
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(dtype)
+
+
+class ConvEmbed(nn.Module):
+    """Convolutional token embedding (Sec. 3.1): overlapping strided Conv2d, LayerNorm over channels."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride, padding)
+        self.norm = LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """``[B, C_in, H_in, W_in]`` map -> ``[B, H*W, C]`` tokens and the grid size ``H, W``."""
+        x = self.proj(x)
+        height, width = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), height, width
+
+
+class ConvProjection(nn.Module):
+    """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2."""
+
+    def __init__(self, dim: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, stride, kernel_size // 2, groups=dim, bias=False)
+        self.bn: nn.Module = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+    def fuse(self) -> None:
+        """Fold the (eval-mode) BatchNorm into the conv, which gains a bias."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fuse_conv_bn_eval(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
+def _build_projection(method: str, dim: int, kernel_size: int, stride: int) -> nn.Module | None:
+    """'dw_bn': ConvProjection; 'avg': average pooling (no parameters); 'linear': none."""
+    if method == "dw_bn":
+        return ConvProjection(dim, kernel_size, stride)
+    if method == "avg":
+        return nn.AvgPool2d(kernel_size, stride, kernel_size // 2, ceil_mode=True)
+    return None
+
+
+class ConvAttention(nn.Module):
+    """Multi-head attention with convolutional projection (Sec. 3.2, Fig. 3).
+
+    The patch tokens are laid back on their grid and projected by ``conv_proj_{q,k,v}``
+    (q with stride ``stride_q``, k/v with ``stride_kv``, the squeezed projection); a class
+    token is split off before and concatenated in front again before the linear
+    ``proj_{q,k,v}``. Scores are scaled by ``dim ** -0.5`` (the stage width, as in the
+    official code, not the head width). With ``method='avg'`` queries use no conv and
+    keys/values are average-pooled; with ``'linear'`` there is no conv projection at all
+    (plain ViT attention; the official code declares this option but never runs it).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        method: str = "dw_bn",
+        kernel_size: int = 3,
+        stride_q: int = 1,
+        stride_kv: int = 2,
+        num_prefix_tokens: int = 0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = dim**-0.5
+        self.num_prefix_tokens = num_prefix_tokens
+        self.conv_proj_q = _build_projection("linear" if method == "avg" else method, dim, kernel_size, stride_q)
+        self.conv_proj_k = _build_projection(method, dim, kernel_size, stride_kv)
+        self.conv_proj_v = _build_projection(method, dim, kernel_size, stride_kv)
+        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def _project(self, proj: nn.Module | None, grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Conv-project the patch grid back to tokens, class token in front; identity without conv."""
+        if proj is None:
+            return x
+        y = proj(grid).flatten(2).transpose(1, 2)
+        if self.num_prefix_tokens:
+            y = torch.cat((x[:, : self.num_prefix_tokens], y), dim=1)
+        return y
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        grid = tokens_to_grid(x[:, self.num_prefix_tokens :], height, width)
+        q = self._heads(self.proj_q(self._project(self.conv_proj_q, grid, x)))
+        k = self._heads(self.proj_k(self._project(self.conv_proj_k, grid, x)))
+        v = self._heads(self.proj_v(self._project(self.conv_proj_v, grid, x)))
+        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(x.transpose(1, 2).flatten(2))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (QuickGELU MLP)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        method: str = "dw_bn",
+        stride_kv: int = 2,
+        num_prefix_tokens: int = 0,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.attn = ConvAttention(
+            dim, num_heads, qkv_bias, method, stride_kv=stride_kv, num_prefix_tokens=num_prefix_tokens
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=QuickGELU)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), height, width))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class CvTStage(nn.Module):
+    """One stage: conv token embedding, optional class token, ``depth`` blocks.
+
+    Stochastic depth rises linearly from 0 to ``drop_path_rate`` over the stage's blocks,
+    as in the official code.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        patch_size: int,
+        patch_stride: int,
+        patch_padding: int,
+        cls_token: bool = False,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        method: str = "dw_bn",
+        stride_kv: int = 2,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = ConvEmbed(in_chans, dim, patch_size, patch_stride, patch_padding)
+        self.num_prefix_tokens = int(cls_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, qkv_bias, method, stride_kv, self.num_prefix_tokens, rate)
+            for rate in rates
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """``[B, C_in, H_in, W_in]`` -> ``[B, prefix + H*W, C]`` tokens and the grid size."""
+        x, height, width = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for block in self.blocks:
+            x = block(x, height, width)
+        return x, height, width
+
+
+def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * num_stages
+    if len(values) != num_stages:
+        raise ValueError(f"{name} needs {num_stages} values (one per stage), got {len(values)}")
+    return values
+
+
+class CvT(nn.Module):
+    """Convolutional vision Transformer (Wu et al. 2021, Sec. 3 and Table 2).
+
+    Args:
+        img_size: expected input size; CvT has no positional embedding and runs at any
+            size of at least ``patch_sizes[0] - 2 * patch_paddings[0]`` pixels.
+        drop_path_rate: a float is the maximum stochastic-depth rate of the last stage
+            (earlier stages get none, as in every official configuration); a sequence
+            gives each stage's maximum. Rates rise linearly within a stage.
+        qkv_method: 'dw_bn' (paper), 'avg' or 'linear', one value or one per stage.
+        stride_kv: stride of the key/value conv projection (1 disables the squeeze).
+        global_pool: 'token' (class token, paper), 'avg' (mean of the last stage's patch
+            tokens) or '' (no pooling).
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "token",
+        embed_dims: Sequence[int] = (64, 192, 384),
+        depths: Sequence[int] = (1, 2, 10),
+        num_heads: Sequence[int] = (1, 3, 6),
+        mlp_ratio: float = 4.0,
+        patch_sizes: Sequence[int] = (7, 3, 3),
+        patch_strides: Sequence[int] = (4, 2, 2),
+        patch_paddings: Sequence[int] = (2, 1, 1),
+        qkv_method: str | Sequence[str] = "dw_bn",
+        stride_kv: int = 2,
+        qkv_bias: bool = True,
+        drop_path_rate: float | Sequence[float] = 0.1,
+    ) -> None:
+        super().__init__()
+        num_stages = len(embed_dims)
+        depths = _per_stage(depths, num_stages, "depths")
+        num_heads = _per_stage(num_heads, num_stages, "num_heads")
+        patch_sizes = _per_stage(patch_sizes, num_stages, "patch_sizes")
+        patch_strides = _per_stage(patch_strides, num_stages, "patch_strides")
+        patch_paddings = _per_stage(patch_paddings, num_stages, "patch_paddings")
+        methods = _per_stage(qkv_method, num_stages, "qkv_method")
+        if isinstance(drop_path_rate, (int, float)):
+            drop_path_rate = (0.0,) * (num_stages - 1) + (float(drop_path_rate),)
+        drop_path_rate = _per_stage(drop_path_rate, num_stages, "drop_path_rate")
+        for method in methods:
+            if method not in QKV_METHODS:
+                raise ValueError(f"qkv_method {method!r} is not one of {', '.join(QKV_METHODS)}")
+        for dim, heads in zip(embed_dims, num_heads):
+            if dim % heads:
+                raise ValueError(f"stage width {dim} is not divisible by {heads} heads")
+        if stride_kv < 1:
+            raise ValueError(f"stride_kv must be >= 1, got {stride_kv}")
+        size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
+        min_size = patch_sizes[0] - 2 * patch_paddings[0]
+        if min(size) < max(min_size, 1):
+            raise ValueError(f"img_size {img_size} is too small: CvT needs at least {max(min_size, 1)} pixels")
+
+        self.num_classes = num_classes
+        self.num_stages = num_stages
+        self.embed_dims = tuple(embed_dims)
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.feature_info = []
+        reduction = 1
+        for i in range(num_stages):
+            stage = CvTStage(
+                in_chans if i == 0 else embed_dims[i - 1],
+                embed_dims[i],
+                depths[i],
+                num_heads[i],
+                patch_sizes[i],
+                patch_strides[i],
+                patch_paddings[i],
+                cls_token=i == num_stages - 1,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                method=methods[i],
+                stride_kv=stride_kv,
+                drop_path_rate=drop_path_rate[i],
+            )
+            setattr(self, f"stage{i}", stage)
+            reduction *= patch_strides[i]
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stage{i}"))
+        self.norm = LayerNorm(embed_dims[-1])
+        self.global_pool = "token"
+        self.head: nn.Module = nn.Identity()
+        self.apply(self._init_weights)
+        for i in range(num_stages):
+            cls_token = getattr(self, f"stage{i}").cls_token
+            if cls_token is not None:
+                trunc_normal_(cls_token, std=0.02)
+        self.reset_classifier(num_classes, global_pool)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """trunc_normal(0.02) Linear weights, zero biases (official ``init='trunc_norm'``)."""
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _stages(self) -> list[CvTStage]:
+        return [getattr(self, f"stage{i}") for i in range(self.num_stages)]
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Class tokens are excluded from weight decay (official ``no_weight_decay``)."""
+        return {f"stage{i}.cls_token" for i, s in enumerate(self._stages()) if s.cls_token is not None}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New (trunc_normal-initialised) ``num_classes`` head; ``global_pool`` as in ``__init__``."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
+            if global_pool == "token" and self._stages()[-1].cls_token is None:
+                raise ValueError("global_pool='token' needs a class token in the last stage")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights(self.head)
+
+    @torch.no_grad()
+    def fuse(self) -> CvT:
+        """Fold every projection BatchNorm into its depth-wise conv, for inference.
+
+        Puts the model in eval mode (the folded running statistics are what eval uses).
+        The state dict then holds ``conv.bias`` instead of ``bn.*``, so load official
+        weights before fusing.
+        """
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, ConvProjection):
+                module.fuse()
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> normalised last-stage tokens ``[B, 1 + H*W, C]`` (class token first)."""
+        for stage in self._stages()[:-1]:
+            x, height, width = stage(x)
+            x = tokens_to_grid(x[:, stage.num_prefix_tokens :], height, width)
+        x, _, _ = self._stages()[-1](x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens (class token by default) and classify."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self._stages()[-1].num_prefix_tokens :].mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-stage patch-token maps ``[B, C_i, H/r_i, W/r_i]`` (timm's API).
+
+        ``indices``: last n stages if int, all if None, else the listed stages.
+        ``norm`` applies the final LayerNorm to the last stage's map (the only one of its width).
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; CvT returns 'NCHW'")
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        stages = self._stages()[: max_index + 1] if stop_early else self._stages()
+        last = self.num_stages - 1
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x, height, width = stage(x)
+            feat = self.norm(x) if norm and i == last else x
+            grid = tokens_to_grid(feat[:, stage.num_prefix_tokens :], height, width)
+            if i in take_indices:
+                intermediates.append(grid)
+            if i < last:
+                x = grid
+        if intermediates_only:
+            return intermediates
+        if len(stages) == self.num_stages:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop stages after the last wanted one (and the norm/head they feed); timm's API."""
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        prune_end = max_index < self.num_stages - 1
+        for i in range(max_index + 1, self.num_stages):
+            delattr(self, f"stage{i}")
+        self.num_stages = max_index + 1
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.embed_dims[max_index]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+# transformers' CvtForImageClassification names -> official names, within a block
+_HF_BLOCK_KEYS = {
+    **{
+        f"attention.attention.convolution_projection_{long}.convolution_projection.{hf}.": f"attn.conv_proj_{p}.{ours}."
+        for long, p in (("query", "q"), ("key", "k"), ("value", "v"))
+        for hf, ours in (("convolution", "conv"), ("normalization", "bn"))
+    },
+    **{f"attention.attention.projection_{long}.": f"attn.proj_{p}." for long, p in (("query", "q"), ("key", "k"), ("value", "v"))},
+    "attention.output.dense.": "attn.proj.",
+    "intermediate.dense.": "mlp.fc1.",
+    "output.dense.": "mlp.fc2.",
+    "layernorm_before.": "norm1.",
+    "layernorm_after.": "norm2.",
+}
+_HF_STAGE_KEYS = {
+    "embedding.convolution_embeddings.projection.": "patch_embed.proj.",
+    "embedding.convolution_embeddings.normalization.": "patch_embed.norm.",
+    "cls_token": "cls_token",
+}
+_HF_TOP_KEYS = {"layernorm.": "norm.", "classifier.": "head."}
+_HF_BLOCK = re.compile(r"cvt\.encoder\.stages\.(\d+)\.layers\.(\d+)\.(.+)")
+_HF_STAGE = re.compile(r"cvt\.encoder\.stages\.(\d+)\.(.+)")
+
+
+def _rename(rest: str, table: dict[str, str]) -> str | None:
+    for old, new in table.items():
+        if rest.startswith(old):
+            return new + rest[len(old) :]
+    return None
+
+
+def _from_transformers_key(key: str) -> str:
+    """One transformers-layout key -> its official name (unknown keys are returned unchanged)."""
+    if match := _HF_BLOCK.fullmatch(key):
+        new = _rename(match[3], _HF_BLOCK_KEYS)
+        return f"stage{match[1]}.blocks.{match[2]}.{new}" if new else key
+    if match := _HF_STAGE.fullmatch(key):
+        new = _rename(match[2], _HF_STAGE_KEYS)
+        return f"stage{match[1]}.{new}" if new else key
+    return _rename(key, _HF_TOP_KEYS) or key
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Bring a CvT state dict to the official layout (our ``state_dict()`` keys).
+
+    Official keys pass through; a ``module.`` prefix (DistributedDataParallel) is stripped;
+    transformers-layout weights (``cvt.encoder.stages.{i}...``, ``layernorm``, ``classifier``)
+    are renamed tensor by tensor. The tensors themselves are identical in both layouts.
+    """
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if not any(k.startswith("cvt.encoder.") for k in state_dict):
+        return state_dict
+    return {_from_transformers_key(k): v for k, v in state_dict.items()}
+
+
+def _create_cvt(variant: str, pretrained: bool = False, **kwargs: Any) -> CvT:
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    img_size = kwargs.get("img_size")
+    if img_size is not None:  # the data pipeline reads the input size from the pretrained cfg
+        size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
+        overlay["input_size"] = (kwargs.get("in_chans", 3), *size)
+    return build_model_with_cfg(
+        CvT,
+        variant,
+        pretrained,
+        pretrained_cfg_overlay=overlay or None,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,  # official test: resize 256, center crop 224
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "stage0.patch_embed.proj",
+        "classifier": "head",
+        "paper_ids": "arXiv:2103.15808",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "cvt_13": _cfg(),
+        "cvt_21": _cfg(),
+        "cvt_w24": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+    }
+)
+
+_PAPER = "Wu et al. 2021, arXiv 2103.15808"
+
+
+@register_model(paper=_PAPER)
+def cvt_13(pretrained: bool = False, **kwargs: Any) -> CvT:
+    """CvT-13 (Table 2): widths 64/192/384, depths 1/2/10; 20.0M parameters, 4.5G MACs at 224."""
+    args = dict(embed_dims=(64, 192, 384), depths=(1, 2, 10), num_heads=(1, 3, 6), drop_path_rate=0.1)
+    return _create_cvt("cvt_13", pretrained, **dict(args, **kwargs))
+
+
+@register_model(paper=_PAPER)
+def cvt_21(pretrained: bool = False, **kwargs: Any) -> CvT:
+    """CvT-21 (Table 2): widths 64/192/384, depths 1/4/16; 31.6M parameters, 7.1G MACs at 224."""
+    args = dict(embed_dims=(64, 192, 384), depths=(1, 4, 16), num_heads=(1, 3, 6), drop_path_rate=0.1)
+    return _create_cvt("cvt_21", pretrained, **dict(args, **kwargs))
+
+
+@register_model(paper=_PAPER)
+def cvt_w24(pretrained: bool = False, **kwargs: Any) -> CvT:
+    """CvT-W24 (Table 2): widths 192/768/1024, depths 2/2/20; 277.2M parameters, 193.2G MACs at 384."""
+    args = dict(
+        img_size=384, embed_dims=(192, 768, 1024), depths=(2, 2, 20), num_heads=(3, 12, 16), drop_path_rate=0.3
+    )
+    return _create_cvt("cvt_w24", pretrained, **dict(args, **kwargs))
