@@ -46,14 +46,14 @@ def test_registered_in_ecvit_and_timm(name):
     assert count_params(via_timm) == count_params(ours)
 
 
-@pytest.mark.parametrize("name", ["vit_tiny", "vit_tiny_dw", "vit_small_dw"])
+@pytest.mark.parametrize("name", ["vit_tiny_dw", "vit_small_dw"])
 def test_output_shape_224_batch_1(name):
     model = ecvit.create_model(name, num_classes=10).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("size", [(32, 32), (64, 64), (48, 80), (96, 96)])
+@pytest.mark.parametrize("size", [(32, 32), (48, 80)])
 def test_other_input_sizes_interpolate_positions(size):
     model = ecvit.create_model("vit_tiny_dw", num_classes=5).eval()  # positions on the 14x14 grid
     with torch.no_grad():
