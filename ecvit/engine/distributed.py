@@ -85,6 +85,17 @@ def all_reduce_min(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics).
+
+    DDP syncs buffers at the start of each forward, so after the last step every rank holds
+    its own running statistics; evaluation must use the ones the checkpoint will hold.
+    """
+    if info.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
@@ -96,4 +107,5 @@ def shard_indices(n: int, info: DistInfo) -> list[int]:
 
 
 __all__ = ["DistInfo", "setup", "cleanup", "all_reduce_sum", "all_reduce_min", "barrier",
+           "broadcast_buffers",
            "shard_indices", "launched_by_torchrun", "PROCESS_GROUP_TIMEOUT_S"]

@@ -153,6 +153,9 @@ class _Run:
     def _epoch(self, epoch: int) -> None:
         start = time.perf_counter()
         train_loss, train_bad = self._train_one_epoch(epoch)
+        D.broadcast_buffers(self.model, self.info)  # evaluate exactly what gets saved
+        if self.ema is not None:
+            D.broadcast_buffers(self.ema.module, self.info)
         val = evaluate(self.model, self.val_loader, self.num_classes, self.info, self.autocast,
                        self.cfg.train.channels_last)
         is_best = val.top1 > self.best_top1 or not self.history
@@ -175,6 +178,7 @@ class _Run:
         row["epoch_time"] = time.perf_counter() - start
         self.history.append(row)
         self._save(epoch + 1, is_best)
+        D.barrier(self.info)  # no rank runs ahead of (or returns before) a written checkpoint
         if self.info.is_main:
             self.outputs.epoch_done(self.history)
             print(summary_line(row, self.cfg.train.epochs), flush=True)
