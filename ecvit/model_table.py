@@ -56,18 +56,27 @@ def model_rows(pattern: str | None = None, img_size: int | None = None,
 
 
 def human(count: int) -> str:
-    """``19997480 -> "20.00M"``, ``4503000000 -> "4.50G"`` (the papers' style)."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
+    """``19997480 -> "20.00M"``, ``625600 -> "0.63M"``, ``4503000000 -> "4.50G"``."""
+    for unit, scale, floor in (("G", 1e9, 1e9), ("M", 1e6, 1e5), ("K", 1e3, 1e3)):
+        if count >= floor:
             return f"{count / scale:.2f}{unit}"
     return str(count)
+
+
+def human_macs(count: int) -> str:
+    """MACs in G as the papers print them: ``696750000 -> "0.697G"``; tiny counts in M."""
+    if count >= 1e9:
+        return f"{count / 1e9:.2f}G"
+    if count >= 1e7:
+        return f"{count / 1e9:.3f}G"
+    return human(count)
 
 
 HEADERS = ("model", "params", "MACs", "input", "classes", "paper")
 
 
 def _cells(row: ModelRow) -> tuple[str, ...]:
-    return (row.name, human(row.params), human(row.macs), f"{row.img_size}x{row.img_size}",
+    return (row.name, human(row.params), human_macs(row.macs), f"{row.img_size}x{row.img_size}",
             str(row.num_classes), row.paper)
 
 
@@ -89,4 +98,5 @@ def format_table(rows: list[ModelRow], markdown: bool = False) -> str:
     return "\n".join([fmt(HEADERS)] + [fmt(c) for c in cells])
 
 
-__all__ = ["ModelRow", "model_row", "model_rows", "format_table", "human", "default_input"]
+__all__ = ["ModelRow", "model_row", "model_rows", "format_table", "human", "human_macs",
+           "default_input"]

@@ -14,7 +14,7 @@ from ecvit.config import Config, load_config
 from ecvit.engine import model_kwargs
 from ecvit.errors import TrainingError, UsageError
 from ecvit.flops import count_macs, count_params
-from ecvit.model_table import human
+from ecvit.model_table import human, human_macs
 from ecvit.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,13 +313,15 @@ def test_models_table_counts_match_direct_counts(capsys):
     params, macs = count_params(model), count_macs(model, 64)
     cells = row.split()
     assert cells[0] == "ecvit_tiny" and cells[3] == "64x64" and cells[4] == "10"
-    assert (cells[1], cells[2]) == (human(params), human(macs))
+    assert (cells[1], cells[2]) == (human(params), human_macs(macs))
     assert "arXiv 2504.14825" in row
 
 
-def test_human_counts_read_like_the_papers():
-    assert [human(n) for n in (19_997_480, 4_503_000_000, 451_810, 999)] == \
-        ["20.00M", "4.50G", "451.81K", "999"]
+def test_counts_read_like_the_papers():
+    assert [human(n) for n in (19_997_480, 625_600, 45_181, 999)] == \
+        ["20.00M", "0.63M", "45.18K", "999"]
+    assert [human_macs(n) for n in (4_503_000_000, 696_750_000, 2_150_000)] == \
+        ["4.50G", "0.697G", "2.15M"]
 
 
 def test_models_markdown_lists_every_family(capsys):
