@@ -1,0 +1,94 @@
+"""The reference ``main.py``: ``--mode train | validate | train_and_validate``, same flag table."""
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = runpy.run_path(str(ROOT / "main.py"), run_name="main_py")
+TINY = ["--model", "ecvit_tiny", "--dataset", "simulated", "--train-size", "48", "--val-size", "20",
+        "--img-size", "32", "--num-classes", "3", "--batch-size", "16", "--epochs", "1",
+        "--device", "cpu"]
+
+
+def run_main(argv, capsys):
+    try:
+        code = MAIN["main"](argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_reference_defaults_and_flags(capsys):
+    code, out, err = run_main(["--mode", "train", "--dry-run"], capsys)
+    assert code == 0, err
+    cfg = yaml.safe_load(out)
+    assert cfg["MODEL"]["NAME"] == "ecvit_small"
+    assert (cfg["DATA"]["DATASET"], cfg["DATA"]["IMG_SIZE"]) == ("simulated", 224)
+    assert cfg["OUTPUT_DIR"] == "output" and cfg["DEVICE"] == ""
+    code, out, err = run_main(["--mode", "train", "--dry-run", "--embed-dims", "64,128,192",
+                               "--depths", "1,1,1", "--num-heads", "2,4,6", "--mlp-ratios",
+                               "2,2,2", "--block-size", "4", "--optimizer", "sgd", "--lr", "0.05",
+                               "--weight-decay", "0.0001", "--seed", "5", "--resume", "x.pth"],
+                              capsys)
+    assert code == 0, err
+    cfg = yaml.safe_load(out)
+    assert cfg["MODEL"]["EMBED_DIMS"] == [64, 128, 192] and cfg["MODEL"]["BLOCK_SIZE"] == 4
+    assert cfg["MODEL"]["MLP_RATIOS"] == [2.0, 2.0, 2.0] and cfg["TRAIN"]["OPTIMIZER"] == "sgd"
+    assert (cfg["TRAIN"]["LR"], cfg["TRAIN"]["RESUME"], cfg["SEED"]) == (0.05, "x.pth", 5)
+
+
+def test_help_shows_the_reference_defaults(capsys):
+    code, out, _ = run_main(["--help"], capsys)
+    flat = " ".join(out.split())
+    assert code == 0 and "--mode {train,validate,train_and_validate}" in flat
+    assert "(default: ecvit_small)" in flat and "(default: simulated)" in flat
+    assert "(default: 224)" in flat and "cuda when available" in flat
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--mode", "train", "--checkpoint", "x.pth"], "--checkpoint is for --mode validate"),
+    (["--mode", "validate", "--checkpoint", "missing.pth"], "checkpoint not found"),
+    (["--mode", "train", "--depths", "1,2"], "ecvit_small"),
+    (["--mode", "train", "--num-classes", "0"], "--num-classes: DATA.NUM_CLASSES must be positive"),
+])
+def test_usage_errors_exit_2(argv, fragment, capsys):
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_all_three_modes(tmp_path, capsys):
+    first = tmp_path / "first"
+    code, out, err = run_main(["--mode", "train", *TINY, "--output-dir", str(first)], capsys)
+    assert code == 0, err
+    assert (first / "model_best.pth").is_file() and not (first / "validate.json").exists()
+    top1 = json.loads((first / "metrics.json").read_text())[-1]["val_top1"]
+
+    code, out, err = run_main(["--mode", "validate", *TINY, "--output-dir", str(tmp_path / "val"),
+                               "--checkpoint", str(first / "model_best.pth")], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "val" / "validate.json").read_text())
+    assert result["num_samples"] == 20 and result["top1"] == pytest.approx(top1)
+    assert (tmp_path / "val" / "confusion.png").is_file()
+
+    both = tmp_path / "both"
+    code, out, err = run_main(["--mode", "train_and_validate", *TINY, "--output-dir", str(both)],
+                              capsys)
+    assert code == 0, err
+    assert json.loads((both / "validate.json").read_text())["checkpoint"] == str(both / "model_best.pth")
+
+
+@pytest.mark.slow
+def test_script_entry_point_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode", "validate",
+                           "--checkpoint", str(tmp_path / "none.pth")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'none.pth'}"
