@@ -226,6 +226,7 @@ def config_from_args(args: argparse.Namespace, command: str, base: Config | None
         if key.startswith("-"):
             raise UsageError(f"flags go before the KEY VALUE overrides; found {key!r} where a "
                              "KEY was expected")
+        given.pop(key.upper(), None)  # an override, not the flag, set this key last
     apply_overrides(cfg, overrides)
     try:
         validate(cfg)
@@ -372,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(VALIDATE, help="evaluate a checkpoint: top-1/top-5, loss, per-class "
                        "accuracy, confusion.png", formatter_class=_Formatter,
                        description="Evaluate a checkpoint on the validation split of the "
-                       f"configured dataset.\n{PRECEDENCE}")
+                       "configured dataset. A checkpoint written by `ecvit train` (or exported "
+                       "to safetensors) brings its own model, image size and normalisation; "
+                       "--model and the MODEL.* flags describe plain weight files such as "
+                       f"official CvT .pth files.\n{PRECEDENCE}")
     add_config_flags(p, [VALIDATE], base)
     p.set_defaults(func=cmd_validate)
 

@@ -67,6 +67,32 @@ def test_usage_errors_exit_2(experiment, args, fragment):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("args, launcher", [
+    (["-g", "4"], ["--nproc_per_node", "4", "--standalone"]),
+    (["-g", "2", "-p", "29611"], ["--nproc_per_node", "2", "--nnodes", "1", "--node_rank", "0",
+                                  "--master_addr", "127.0.0.1", "--master_port", "29611"]),
+    (["-g", "8", "--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1"],
+     ["--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1", "--master_addr", "10.0.0.1",
+      "--master_port", "29500"]),
+])
+@pytest.mark.parametrize("kind, command", [("train", "train"), ("test", "validate")])
+def test_launch_command(experiment, tmp_path, args, launcher, kind, command):
+    """With PYTHON pointing at a script that logs its arguments, the exact commands show."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake))
+    proc = subprocess.run(["bash", str(ROOT / "run.sh"), *args, "-t", kind, "--cfg",
+                           str(experiment), "TRAIN.LR", "0.5"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    check, launch = log.read_text().splitlines()
+    assert check == f"-m ecvit {command} --cfg {experiment} --dry-run TRAIN.LR 0.5"
+    assert launch == " ".join(["-m torch.distributed.run", *launcher, "-m ecvit", command,
+                               "--cfg", str(experiment), "TRAIN.LR 0.5"])
+
+
 @pytest.mark.slow
 def test_config_mistake_is_one_line_before_any_process_starts(experiment):
     proc = run_sh("-g", "2", "-t", "train", "--cfg", experiment, "TRAIN.LRR", "0.1")
