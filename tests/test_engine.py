@@ -375,12 +375,23 @@ def test_bad_images_are_skipped_counted_and_reported(tmp_path, capsys):
     assert report["num_bad_images"] == 1 and report["num_samples"] == 6
 
 
-def test_bad_image_without_skip_names_the_file(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_bad_image_without_skip_names_the_file(tmp_path, workers):
     root = _image_folder(tmp_path / "data", corrupt=True)
     cfg = probe_cfg(tmp_path / "run", "DATA.DATASET", "folder", "DATA.ROOT", str(root),
-                    "TRAIN.BATCH_SIZE", "4", "DATA.IMG_SIZE", "16")
-    with pytest.raises(DataError, match="broken.png"):
+                    "TRAIN.BATCH_SIZE", "4", "DATA.IMG_SIZE", "16", "DATA.WORKERS", workers)
+    with pytest.raises(DataError, match="broken.png") as info:
         train(cfg)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_loader_workers_are_seeded(tmp_path):
+    """With DATA.WORKERS > 0 the augmentation RNG lives in the workers; it follows SEED too."""
+    for run in ("a", "b"):
+        train(probe_cfg(tmp_path / run, "TRAIN.EPOCHS", "1", "DATA.WORKERS", "1",
+                        "MODEL.DROP_PATH_RATE", "0.2"))
+    assert_same_weights(weights(tmp_path / "a" / "checkpoint.pth"),
+                        weights(tmp_path / "b" / "checkpoint.pth"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
