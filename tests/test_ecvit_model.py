@@ -1,0 +1,306 @@
+"""ECViT (Qian 2025, arXiv 2504.14825): shapes, gradients, P-MSA against a per-window
+reference, padding masks, paper parameter/MAC counts, timm integration, fuse, compile."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import ecvit
+from ecvit.errors import UsageError
+from ecvit.flops import count_macs, count_params
+from ecvit.models.ecvit import ECViT, PartitionedAttention, Tokenizer
+
+TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
+
+
+def tiny_model(**kwargs) -> ECViT:
+    return ECViT(**{**TINY, "num_classes": 5, **kwargs})
+
+
+# ---------------------------------------------------------------- shapes and gradients
+
+@pytest.mark.parametrize("size", [32, 56, 64, 96, 224])
+def test_ecvit_tiny_output_shapes_any_size(size):
+    model = ecvit.create_model("ecvit_tiny", num_classes=7, img_size=64).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 7)
+        assert model(torch.randn(2, 3, size, size + 8)).shape == (2, 7)
+
+
+def test_ecvit_small_batch1_at_224():
+    model = ecvit.create_model("ecvit_small", num_classes=10).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("stride", ["both", "kernel_axis"])
+def test_tokenizer_grid_size_matches_output(stride):
+    tok = Tokenizer(3, 8, 16, stem_stride=stride).eval()
+    for h, w in [(1, 1), (7, 9), (32, 32), (33, 47), (64, 56), (96, 96)]:
+        out = tok(torch.randn(1, 3, h, w))
+        assert tuple(out.shape[1:3]) == tok.grid_size((h, w)), (h, w)
+
+
+def _no_grad(model):
+    return {n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+
+
+@pytest.mark.parametrize("size", [64, 96])  # 8x8 and 12x12 token grids: windows need padding
+def test_every_parameter_gets_a_gradient(size):
+    model = ecvit.create_model("ecvit_tiny", num_classes=4, img_size=size)
+    model.train()
+    x = torch.randn(2, 3, size, size)
+    model(x).logsumexp(1).sum().backward()
+    # The class logits never see the patch tokens leaving the last encoder's I-FFN convs.
+    last = f"stages.{len(model.stages) - 1}.blocks.{len(model.stages[-1].blocks) - 1}.ffn.conv_"
+    assert _no_grad(model) == {n for n, _ in model.named_parameters() if n.startswith(last)}
+    model.zero_grad(set_to_none=True)
+    final, feats = model.forward_intermediates(x)
+    (model.forward_head(final).logsumexp(1).sum() + sum(f.square().mean() for f in feats)).backward()
+    assert not _no_grad(model)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(ffn_conv="hidden", cls_merge="max", head_hidden=0),
+    dict(stem_stride="kernel_axis", pos_embed="sincos", pos_interp="bilinear", head_hidden=24),
+    dict(block_size=3, merge_kernel=2, merge_stride=2, embed_dims=(16, 32, 48), depths=(1, 1, 1),
+         num_heads=(2, 2, 3), mlp_ratios=(1.0, 2.0, 3.0)),
+])
+def test_open_choices_build_run_and_train(kwargs):
+    model = tiny_model(img_size=48, **kwargs)
+    out = model(torch.randn(2, 3, 40, 40))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_architecture_options_change_the_network():
+    base = tiny_model()
+    assert base.head.pre_logits.fc.out_features == 64  # head_hidden defaults to the last width
+    assert isinstance(tiny_model(head_hidden=0).head.pre_logits, torch.nn.Identity)
+    assert tiny_model(pos_embed="sincos").pos_embed is None
+    conv_chs = base.stages[0].blocks[0].ffn.conv_h.pw.in_channels  # default: convs at the block width
+    assert conv_chs == 32 and tiny_model(ffn_conv="hidden").stages[0].blocks[0].ffn.conv_h.pw.in_channels == 64
+    assert base.grid_size == (28, 28) and tiny_model(stem_stride="kernel_axis").grid_size == (56, 56)
+    assert [f["reduction"] for f in base.feature_info] == [8, 32]
+    assert [f["reduction"] for f in tiny_model(merge_stride=2, merge_kernel=2).feature_info] == [8, 16]
+
+
+# ---------------------------------------------------------------- P-MSA vs. per-window reference
+
+def reference_pmsa(attn: PartitionedAttention, cls: torch.Tensor, x: torch.Tensor):
+    """Straightforward P-MSA: loop over windows, no padding (edge windows are just smaller)."""
+    b, h, w, c = x.shape
+    nh, hd, ws = attn.num_heads, attn.head_dim, attn.block_size
+    wh, ww = min(ws, h), min(ws, w)
+
+    def heads(t):  # [B, T, C] -> [B, nh, T, hd]
+        return t.view(b, -1, nh, hd).transpose(1, 2)
+
+    out_x = torch.zeros_like(x)
+    cls_outs, counts = [], []
+    for i in range(0, h, wh):
+        for j in range(0, w, ww):
+            win = x[:, i:i + wh, j:j + ww]
+            th, tw = win.shape[1:3]
+            tokens = torch.cat([cls[:, None], win.reshape(b, th * tw, c)], dim=1)
+            q, k, v = attn.qkv(tokens).chunk(3, dim=-1)
+            q, k, v = heads(q), heads(k), heads(v)
+            weights = torch.softmax(q @ k.transpose(-2, -1) * hd ** -0.5, dim=-1)
+            o = (weights @ v).transpose(1, 2).reshape(b, 1 + th * tw, c)
+            cls_outs.append(o[:, 0])
+            counts.append(th * tw)
+            out_x[:, i:i + th, j:j + tw] = o[:, 1:].view(b, th, tw, c)
+    stacked = torch.stack(cls_outs, dim=1)  # [B, nW, C]
+    if attn.cls_merge == "max":
+        merged = stacked.amax(1)
+    else:  # windows weighted by how many real tokens they hold
+        weight = torch.tensor(counts, dtype=x.dtype) / (h * w)
+        merged = (stacked * weight[None, :, None]).sum(1)
+    return attn.proj(merged), attn.proj(out_x)
+
+
+@pytest.mark.parametrize("grid", [(14, 14), (9, 9), (4, 4), (5, 12), (7, 15)])
+@pytest.mark.parametrize("merge", ["mean", "max"])
+def test_windowed_attention_matches_per_window_reference(grid, merge):
+    attn = PartitionedAttention(24, 3, block_size=7, cls_merge=merge).eval()
+    cls, x = torch.randn(2, 24), torch.randn(2, *grid, 24)
+    with torch.no_grad():
+        got_cls, got_x = attn(cls, x)
+        ref_cls, ref_x = reference_pmsa(attn, cls, x)
+    assert got_x.shape == x.shape and got_cls.shape == cls.shape
+    torch.testing.assert_close(got_x, ref_x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_cls, ref_cls, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_is_masked_out_of_attention(monkeypatch):
+    """Whatever the padded slots hold, real tokens and the class token never see it."""
+    attn = PartitionedAttention(16, 2, block_size=7).eval()
+    cls, x = torch.randn(1, 16), torch.randn(1, 9, 10, 16)  # pads to 14x14
+    with torch.no_grad():
+        clean = attn(cls, x)
+        real_pad = F.pad
+
+        monkeypatch.setattr(F, "pad", lambda t, pad, **kw: real_pad(t, pad, value=1e4))
+        dirty = attn(cls, x)
+    torch.testing.assert_close(dirty[0], clean[0])
+    torch.testing.assert_close(dirty[1], clean[1])
+
+
+def test_padded_keys_get_zero_attention_weight(monkeypatch):
+    """Capture the mask handed to SDPA: padded keys are excluded, the class key never is."""
+    attn = PartitionedAttention(16, 2, block_size=4).eval()
+    seen = {}
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen["mask"], seen["q"] = attn_mask, q
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        attn(torch.randn(2, 16), torch.randn(2, 6, 5, 16))  # 2x2 windows of 4x4, 6x5 real
+    mask = seen["mask"].view(2, 2, 2, 17)  # [B, gh, gw, 1 + 16]
+    assert seen["q"].shape == (2 * 4, 2, 17, 8)  # every window in one batched call
+    assert mask[..., 0].all()
+    assert mask[:, 0, 0, 1:].all()  # the top-left window is all real
+    assert mask[0, 0, 1, 1:].view(4, 4).sum() == 4 * 1  # 4 rows x 1 real column
+    assert mask[0, 1, 0, 1:].view(4, 4).sum() == 2 * 4
+    assert mask[0, 1, 1, 1:].view(4, 4)[:2, :1].all() and mask[0, 1, 1, 1:].sum() == 2
+    with torch.no_grad():
+        attn(torch.randn(2, 16), torch.randn(2, 8, 8, 16))
+    assert seen["mask"] is None  # divisible grid: no mask at all
+
+
+# ---------------------------------------------------------------- paper numbers
+
+def test_ecvit_small_matches_paper_params_and_macs():
+    with torch.device("meta"):
+        model = ecvit.create_model("ecvit_small", num_classes=10, img_size=224)
+    params, macs = count_params(model), count_macs(model, 224)
+    assert abs(params / 4.888e6 - 1) < 0.05, params
+    assert abs(macs / 0.698e9 - 1) < 0.05, macs
+
+
+def test_variants_grow():
+    sizes = []
+    for name in ("ecvit_tiny", "ecvit_small", "ecvit_base"):
+        with torch.device("meta"):
+            sizes.append(count_params(ecvit.create_model(name, num_classes=10)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
+# ---------------------------------------------------------------- constructor validation
+
+@pytest.mark.parametrize("kwargs", [
+    dict(embed_dims=(32, 64), depths=(1,), num_heads=(2, 4), mlp_ratios=(2.0, 2.0)),
+    dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4, 8), mlp_ratios=(2.0, 2.0)),
+    dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0,)),
+])
+def test_bad_per_stage_lists_raise(kwargs):
+    with pytest.raises(ValueError, match="same length"):
+        ECViT(**kwargs)
+    with pytest.raises(UsageError, match="same length"):
+        ecvit.create_model("ecvit_tiny", **kwargs)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_model(num_heads=(3, 4))
+    with pytest.raises(ValueError, match="too small"):
+        tiny_model(img_size=0)
+    with pytest.raises(ValueError, match="no tokens"):
+        tiny_model()(torch.randn(1, 3, 0, 8))
+    for bad in (dict(cls_merge="sum"), dict(ffn_conv="after"), dict(stem_stride=3),
+                dict(pos_embed="rope"), dict(block_size=0)):
+        with pytest.raises(ValueError):
+            tiny_model(**bad)
+
+
+# ---------------------------------------------------------------- timm API
+
+def test_timm_registration_and_listing():
+    assert {"ecvit_tiny", "ecvit_small", "ecvit_base"} <= set(ecvit.list_models("ecvit*"))
+    model = timm.create_model("ecvit_small", num_classes=3)
+    assert isinstance(model, ECViT) and model.pretrained_cfg["classifier"] == "head"
+    assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_features_only_shapes(size):
+    for factory in (timm.create_model, ecvit.create_model):
+        net = factory("ecvit_tiny", features_only=True, img_size=size).eval()
+        with torch.no_grad():
+            feats = net(torch.randn(2, 3, size, size))
+        info = net.feature_info
+        assert len(feats) == len(info.channels()) == 2
+        for f, ch, red in zip(feats, info.channels(), info.reduction()):
+            assert f.shape[:2] == (2, ch)
+            assert f.shape[2] == -(-size // red)  # ceil: partial windows are kept
+
+
+def test_forward_intermediates_and_prune():
+    model = tiny_model(img_size=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x)
+        torch.testing.assert_close(model.forward_head(final), model(x))
+        assert [f.shape for f in feats] == [(1, 32, 8, 8), (1, 64, 2, 2)]
+        only = model.forward_intermediates(x, indices=[0], intermediates_only=True)
+        torch.testing.assert_close(only[0], feats[0])
+        nhwc = model.forward_intermediates(x, indices=1, output_fmt="NHWC", intermediates_only=True)
+        assert nhwc[0].shape == (1, 2, 2, 64)
+        assert model.forward_head(final, pre_logits=True).shape == (1, 64)
+    model.prune_intermediate_layers(indices=[0])
+    assert len(model.stages) == 1 and model.num_classes == 0
+
+
+def test_reset_classifier():
+    model = tiny_model()
+    model.reset_classifier(11)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 11)
+    model.reset_classifier(0)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+    with pytest.raises(ValueError):
+        model.reset_classifier(3, global_pool="avg")
+
+
+def test_fuse_keeps_outputs():
+    model = tiny_model(img_size=64)
+    model.train()
+    with torch.no_grad():  # give the BatchNorms non-trivial statistics
+        for _ in range(3):
+            model(torch.randn(4, 3, 64, 64) * 2 + 0.5)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        fused = model.fuse()
+        after = fused(x)
+    assert fused is model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_pos_embed_resampled_when_loading_other_img_size(tmp_path):
+    src = ecvit.create_model("ecvit_tiny", num_classes=4, img_size=64)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path)
+    dst = ecvit.create_model("ecvit_tiny", num_classes=4, img_size=32, checkpoint_path=path)
+    assert dst.pos_embed.shape[1:3] == (4, 4) and src.pos_embed.shape[1:3] == (8, 8)
+    torch.testing.assert_close(dst.cls_token, src.cls_token)
+    expected = F.interpolate(src.pos_embed.permute(0, 3, 1, 2), size=(4, 4), mode="bicubic",
+                             align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(dst.pos_embed, expected)
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    model = tiny_model(img_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)  # 8x8 grid: padded windows and the mask are compiled too
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
