@@ -95,11 +95,15 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
 
 
 def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
-    """``torch.jit.trace`` at batch 2 (traced shapes stay symbolic in the batch dim)."""
+    """``torch.jit.trace`` at batch 2 (traced shapes stay symbolic in the batch dim).
+
+    TorchScript is deprecated upstream in favour of ``torch.export``, but it is still what
+    C++ (libtorch) deployments load; the deprecation warnings are silenced here.
+    """
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example_input(meta), check_trace=False)
-    torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(meta)})
+        torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(meta)})
 
 
 __all__ = ["export_model", "export_safetensors", "export_onnx", "export_torchscript",

@@ -227,6 +227,7 @@ def test_onnx_matches_pytorch_at_batch_1_and_3(family_ckpt, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
 def test_torchscript_loads_and_matches(family_ckpt, tmp_path):
     path, x, expected = family_ckpt
     out = export_model(path, "torchscript", tmp_path / "model.pt")
