@@ -439,3 +439,26 @@ def test_validate_plain_state_dict_uses_model_name(tmp_path):
     assert report["top1"] == trained["val_top1"]
     with pytest.raises(CheckpointError, match="carries no model description"):
         load_for_inference(str(plain))
+
+
+@pytest.mark.parametrize("init_scale", [2.0**16, 3e38])
+def test_grad_scaler_skips_overflowing_steps_without_failing(tmp_path, monkeypatch, init_scale):
+    """The fp16 update path (scale, unscale for clipping, step, update) with a CPU scaler.
+
+    A scale so large that the scaled loss overflows makes the scaler skip steps and back
+    off: normal fp16 behaviour, which must not count as a non-finite loss.
+    """
+    from ecvit.engine import trainer
+
+    monkeypatch.setattr(trainer, "build_grad_scaler",
+                        lambda amp, device: torch.amp.GradScaler("cpu", init_scale=init_scale))
+    ProbeNet.created.clear()
+    result = train(probe_cfg(tmp_path, "TRAIN.CLIP_GRAD", "1.0"))
+    assert math.isfinite(result["train_loss"])
+    ckpt = read_checkpoint(tmp_path / "checkpoint.pth")
+    if init_scale > 1e38:
+        assert ckpt["scaler"]["scale"] < init_scale  # skipped (and backed off), run went on
+    else:
+        assert ckpt["scaler"]["scale"] == init_scale  # no overflow, no skip
+        start, end = ProbeNet.created[0], ckpt["model"]
+        assert any(not torch.equal(start[k], end[k]) for k in start)
