@@ -40,11 +40,14 @@ LN_EPS = 1e-5  # official LayerNorm eps (transformers' CvtConfig.layer_norm_eps 
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32 (official ``LayerNorm`` subclass), eps 1e-5.
+    """LayerNorm with fp32 statistics and affine (the official ``LayerNorm`` subclass), eps 1e-5.
 
-    The result comes back in the input dtype, or in the autocast dtype when autocast is
-    on: every consumer (conv, Linear) would cast it to that dtype anyway, so casting once
-    here saves a copy per consumer and keeps the class-token concatenations in one dtype.
+    fp32 inputs are normalised in fp32; bf16/fp16 inputs go through the kernel's fp32
+    accumulation (mean, variance and affine in fp32, fp32 weights, one rounding at the
+    end), which equals upcasting first up to that final rounding, without the two extra
+    copies. The result comes back in the autocast dtype when autocast is on (every
+    consumer, conv or Linear, would cast it anyway; casting once here saves a copy per
+    consumer), else in the input dtype.
     """
 
     def __init__(self, dim: int) -> None:
@@ -54,7 +57,7 @@ class LayerNorm(nn.LayerNorm):
         device, dtype = x.device.type, x.dtype
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             dtype = torch.get_autocast_dtype(device)
-        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        out = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return out.to(dtype)
 
 
