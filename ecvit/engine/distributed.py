@@ -3,10 +3,13 @@
 ``torchrun`` (``python -m torch.distributed.run``) sets RANK / WORLD_SIZE / LOCAL_RANK;
 when they are present the engine starts the process group itself (gloo on CPU, NCCL on
 CUDA) with a finite timeout, so a rank that dies never leaves the others waiting forever.
+The group is started once per process and kept until exit, so ``train`` followed by
+``validate`` (``main.py --mode train_and_validate``) reuses it instead of rendezvousing twice.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +32,6 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
-    owns_group: bool  # True when this module started the process group (and ends it)
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +52,7 @@ def setup(cfg: Config) -> DistInfo:
     if device_type == "cuda" and not torch.cuda.is_available():
         raise UsageError("DEVICE cuda was asked for but no CUDA device is available; use DEVICE cpu")
     if not launched_by_torchrun() and not dist.is_initialized():
-        return DistInfo(0, 1, 0, torch.device(device_type), owns_group=False)
+        return DistInfo(0, 1, 0, torch.device(device_type))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -59,16 +61,15 @@ def setup(cfg: Config) -> DistInfo:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    owns = False
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=PROCESS_GROUP_TIMEOUT_S))
-        owns = True
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, owns_group=owns)
+        atexit.register(_destroy)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.owns_group and dist.is_initialized():
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -106,6 +107,6 @@ def shard_indices(n: int, info: DistInfo) -> list[int]:
     return list(range(info.rank, n, info.world_size))
 
 
-__all__ = ["DistInfo", "setup", "cleanup", "all_reduce_sum", "all_reduce_min", "barrier",
+__all__ = ["DistInfo", "setup", "all_reduce_sum", "all_reduce_min", "barrier",
            "broadcast_buffers",
            "shard_indices", "launched_by_torchrun", "PROCESS_GROUP_TIMEOUT_S"]

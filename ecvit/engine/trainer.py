@@ -44,11 +44,7 @@ def train(cfg: Config) -> dict[str, Any]:
     ``val_top5``, ``best_top1``, ...). Under torchrun every rank calls this; rank 0 writes.
     """
     check_config(cfg)
-    info = D.setup(cfg)
-    try:
-        return _Run(cfg, info).fit()
-    finally:
-        D.cleanup(info)
+    return _Run(cfg, D.setup(cfg)).fit()
 
 
 class _Run:

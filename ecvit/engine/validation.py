@@ -40,11 +40,7 @@ def validate(cfg: Config, checkpoint: str | None = None) -> dict[str, Any]:
         raise UsageError("no checkpoint to validate: pass --checkpoint PATH or TEST.MODEL_FILE PATH")
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    info = D.setup(cfg)
-    try:
-        return _validate(cfg, str(path), info)
-    finally:
-        D.cleanup(info)
+    return _validate(cfg, str(path), D.setup(cfg))
 
 
 def _validate(cfg: Config, path: str, info: D.DistInfo) -> dict[str, Any]:
