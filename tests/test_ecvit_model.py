@@ -137,6 +137,22 @@ def test_windowed_attention_matches_per_window_reference(grid, merge):
     torch.testing.assert_close(got_cls, ref_cls, atol=1e-5, rtol=1e-5)
 
 
+def test_windowed_attention_gradients_match_reference():
+    attn = PartitionedAttention(24, 3, block_size=7)
+    cls = torch.randn(2, 24, requires_grad=True)
+    x = torch.randn(2, 9, 11, 24, requires_grad=True)  # padded windows
+    g_cls, g_x = torch.randn(2, 24), torch.randn(2, 9, 11, 24)
+    grads = []
+    for fn in (attn, lambda c, t: reference_pmsa(attn, c, t)):
+        out_cls, out_x = fn(cls, x)
+        torch.autograd.backward([out_cls, out_x], [g_cls, g_x])
+        grads.append([cls.grad, x.grad] + [p.grad for p in attn.parameters()])
+        cls.grad = x.grad = None
+        attn.zero_grad(set_to_none=True)
+    for got, ref in zip(*grads):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
 def test_padding_is_masked_out_of_attention(monkeypatch):
     """Whatever the padded slots hold, real tokens and the class token never see it."""
     attn = PartitionedAttention(16, 2, block_size=7).eval()

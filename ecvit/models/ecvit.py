@@ -150,6 +150,9 @@ class Tokenizer(nn.Module):
         return (h + 1) // 2, (w + 1) // 2  # 3x3 max pool, pad 1, stride 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last end to end: convs, pool and the NHWC token view run without copies
+        # (on CPU the pool alone is >10x faster than on an NCHW bf16 map).
+        x = x.contiguous(memory_format=torch.channels_last)
         x = self.pool(self.conv_v(self.conv_h(x)))
         return self.proj(_nchw_to_nhwc(x))
 
@@ -641,7 +644,8 @@ default_cfgs = generate_default_cfgs({
 
 @register_model(paper=PAPER)
 def ecvit_tiny(pretrained: bool = False, **kwargs) -> ECViT:
-    """Small and fast: for 32-64 px inputs and CPU training."""
+    """Small and fast, for 32-64 px inputs and CPU training (a 32 px input gives a 4x4 token
+    grid, one window; 64 px an 8x8 grid, padded 7x7 windows)."""
     args = dict(embed_dims=(64, 128), depths=(2, 2), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
     return _create_ecvit("ecvit_tiny", pretrained, **dict(args, **kwargs))
 
