@@ -118,8 +118,9 @@ def test_resume_errors_name_the_problem(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """Kill -9 three times at seeded random moments; every time checkpoint.pth is whole,
-    and the resumed run ends with exactly the weights of a run that was never killed."""
+    """Kill -9 three times at seeded random moments (each after the process finished an
+    epoch, so every life makes progress); every time checkpoint.pth is whole, and the
+    resumed run ends with exactly the weights of a run that was never killed."""
     recipe = (*RECIPE, "TRAIN.EPOCHS", "6", "DATA.TRAIN_SIZE", "48")
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -130,7 +131,11 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
         proc = subprocess.Popen([sys.executable, ENTRY, "train", str(out), *recipe], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout.readline().strip() == "READY"
-        time.sleep(rng.uniform(0.5, 4.0))
+        # after this process's first finished epoch, at a random moment of the next ones
+        for line in proc.stdout:
+            if line.startswith("epoch "):
+                break
+        time.sleep(rng.uniform(0.0, 1.5))
         proc.kill()
         proc.wait()
         proc.stdout.close()
