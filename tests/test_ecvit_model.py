@@ -115,13 +115,13 @@ def reference_pmsa(attn: PartitionedAttention, cls: torch.Tensor, x: torch.Tenso
             cls_outs.append(o[:, 0])
             counts.append(th * tw)
             out_x[:, i:i + th, j:j + tw] = o[:, 1:].view(b, th, tw, c)
-    stacked = torch.stack(cls_outs, dim=1)  # [B, nW, C]
+    stacked = attn.proj(torch.stack(cls_outs, dim=1))  # [B, nW, C]: each window's MSA output
     if attn.cls_merge == "max":
         merged = stacked.amax(1)
     else:  # windows weighted by how many real tokens they hold
         weight = torch.tensor(counts, dtype=x.dtype) / (h * w)
         merged = (stacked * weight[None, :, None]).sum(1)
-    return attn.proj(merged), attn.proj(out_x)
+    return merged, attn.proj(out_x)
 
 
 @pytest.mark.parametrize("grid", [(14, 14), (9, 9), (4, 4), (5, 12), (7, 15)])

@@ -44,7 +44,7 @@ MACs (10 classes, 224x224). A sweep over widths (multiples of 32), depths, MLP r
 {2, 3, 4} and both ``ffn_conv`` placements, counted with ``ecvit.flops`` (attention
 included), gave as closest regular configuration embed_dims (96, 256, 384), depths
 (6, 6, 0), heads (3, 8, 12) (head dim 32), MLP ratio 2, ``ffn_conv="input"``: measured
-4,885,471 parameters (-0.05%) and 696,367,104 MACs (-0.23%) with 10 classes. Stage 1 runs
+4,885,471 parameters (-0.05%) and 699,684,864 MACs (+0.24%) with 10 classes. Stage 1 runs
 on the 28x28 grid (16 windows of 7x7), stage 2 on 7x7 (one window), the depth-0 stage is
 the final merge (2x2 grid) that lifts the class token to 384 for the head.
 
@@ -188,8 +188,8 @@ class PartitionedAttention(nn.Module):
     window that is mostly padding counts for the real tokens it holds (for a divisible grid
     this is the plain mean over windows); ``"max"`` takes the element-wise maximum.
 
-    The class token's q/k/v are computed once and shared by every window; since ``proj``
-    is linear, it is applied after the mean merge (same result, fewer MACs).
+    As in the paper (Eq. 7-9) each window's MSA, output projection included, runs first and
+    the windows' class-token outputs are merged afterwards.
     """
 
     def __init__(self, dim: int, num_heads: int, block_size: int = 7, qkv_bias: bool = True,
@@ -219,42 +219,40 @@ class PartitionedAttention(nn.Module):
         gh, gw = hp // wh, wp // ww
         n_win, t = gh * gw, wh * ww
 
-        qkv = self.qkv(x)
-        if hp != h or wp != w:
-            qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
-        # [B, gh, wh, gw, ww, 3, nh, hd] -> [3, B, gh, gw, nh, wh, ww, hd]
-        qkv = qkv.view(b, gh, wh, gw, ww, 3, nh, hd).permute(5, 0, 1, 3, 6, 2, 4, 7)
-        cls_qkv = self.qkv(cls).view(b, 1, 1, 3, nh, 1, hd).permute(3, 0, 1, 2, 4, 5, 6)
-        # Every window gets [class token, its wh*ww tokens]: one copy into a fresh buffer.
-        tokens = qkv.new_empty(3, b, gh, gw, nh, 1 + t, hd)
-        tokens[..., :1, :] = cls_qkv
-        tokens[..., 1:, :].view(3, b, gh, gw, nh, wh, ww, hd).copy_(qkv)
-        q, k, v = tokens.view(3, b * n_win, nh, 1 + t, hd).unbind(0)
+        padded = hp != h or wp != w
+        if padded:
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        # Window order, class token in front of every window: one copy at width C.
+        tokens = x.new_empty(b, gh, gw, 1 + t, c)
+        tokens[:, :, :, 0] = cls[:, None, None]
+        tokens[:, :, :, 1:].view(b, gh, gw, wh, ww, c).copy_(
+            x.view(b, gh, wh, gw, ww, c).permute(0, 1, 3, 2, 4, 5))
+        qkv = self.qkv(tokens.view(b * n_win, 1 + t, c)).view(b * n_win, 1 + t, 3, nh, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B*nW, nh, 1+t, hd] views
 
         mask = None
-        if hp != h or wp != w:
+        if padded:
             valid = _window_valid(h, w, self.block_size, x.device)  # [nW, t]
             keep = torch.cat([valid.new_ones(n_win, 1), valid], dim=1)  # class key always kept
             mask = keep[None, :, None, None, :].expand(b, -1, 1, 1, -1).reshape(b * n_win, 1, 1, 1 + t)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0)
-        out = out.view(b, gh, gw, nh, 1 + t, hd)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, gh, gw, 1 + t, c)))
 
-        cls_win = out[..., 0, :]  # [B, gh, gw, nh, hd]
+        cls_win = out[:, :, :, 0]  # [B, gh, gw, C]: each window's class-token output
         if self.cls_merge == "max":
             cls_out = cls_win.amax(dim=(1, 2))
-        elif mask is None:
+        elif not padded:
             cls_out = cls_win.mean(dim=(1, 2))
         else:
-            weight = valid.sum(1).to(cls_win.dtype).view(1, gh, gw, 1, 1) / (h * w)
+            weight = valid.sum(1).to(cls_win.dtype).view(1, gh, gw, 1) / (h * w)
             cls_out = (cls_win * weight).sum(dim=(1, 2))
-        cls_out = cls_out.reshape(b, c)
 
-        patches = out[..., 1:, :].view(b, gh, gw, nh, wh, ww, hd).permute(0, 1, 4, 2, 5, 3, 6)
+        patches = out[:, :, :, 1:].view(b, gh, gw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
         patches = patches.reshape(b, hp, wp, c)
-        if hp != h or wp != w:
+        if padded:
             patches = patches[:, :h, :w]
-        return self.proj_drop(self.proj(cls_out)), self.proj_drop(self.proj(patches))
+        return cls_out, patches
 
 
 class InteractiveFFN(nn.Module):
