@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -140,6 +141,24 @@ class Config:
 # ----------------------------------------------------------------------------- loading
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans, so ``TRAIN.AMP off`` stays a string."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -160,7 +179,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _load_yaml(p.read_text())
     except (UnicodeDecodeError, OSError) as exc:
         raise UsageError(f"{p}: cannot read as a text file ({exc})") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
@@ -204,7 +223,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
         raise UsageError(f"overrides come in KEY VALUE pairs; {items[-1]!r} has no value")
     for key, text in zip(items[::2], items[1::2]):
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = _load_yaml(text) if text != "" else ""
         except (yaml.YAMLError, ValueError, RecursionError):  # too long an int, too deep
             value = text
         nested: dict[str, Any] = {}
@@ -219,7 +238,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
 def _yaml_scalar(text: str) -> Any:
     """One list item as YAML reads it; text YAML cannot parse stays a string."""
     try:
-        return yaml.safe_load(text)
+        return _load_yaml(text)
     except (yaml.YAMLError, ValueError, RecursionError):
         return text
 
@@ -256,8 +275,8 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise UsageError(f"{source}: {key} must be true or false, got {_short(value)}")

@@ -65,3 +65,13 @@ def test_missing_and_invalid_yaml(tmp_path):
 
 def test_config_is_a_plain_dataclass():
     assert Config().to_dict()["TRAIN"]["LR"] == Config().train.lr
+
+
+def test_yaml_1_1_words_stay_strings(tmp_path):
+    """``off``/``on``/``yes``/``no`` are strings for string keys (YAML 1.2 booleans)."""
+    cfg = load_config(None, ["TRAIN.AMP", "off", "TRAIN.EMA", "yes"])
+    assert cfg.train.amp == "off" and cfg.train.ema is True
+    path = tmp_path / "exp.yaml"
+    path.write_text("TRAIN:\n  AMP: off\n  COMPILE: false\n  EMA: on\n")
+    cfg = load_config(path)
+    assert cfg.train.amp == "off" and cfg.train.compile is False and cfg.train.ema is True
