@@ -185,6 +185,7 @@ def test_folder_dataset(tmp_path):
     assert bundle.class_names == ["cat", "dog", "emu"] and bundle.num_classes == 3
     assert (len(bundle.train), len(bundle.val)) == (9, 6)
     assert bundle.mean == IMAGENET_MEAN
+    assert bundle.crop_pct == _cfg("folder", tmp_path).data.crop_pct
     assert bundle.val.targets == [0, 0, 1, 1, 2, 2]
     assert all(Path(p).parent.name == bundle.class_names[y] for p, y in bundle.train.samples)
     _check_items(bundle.train, 16, {0, 1, 2})
@@ -469,3 +470,13 @@ def test_oxford_pets_layout_errors(tmp_path):
         f.write("Bengal_4 1 1 1\n")
     with pytest.raises(DataError, match="class id 1 is 'Abyssinian' elsewhere but 'Bengal' here"):
         build_datasets(_cfg("oxford-pets", root))
+
+
+def test_eval_crop_travels_with_the_bundle():
+    """Generated data is resized whole at eval; image files use DATA.CROP_PCT (timm style)."""
+    from ecvit.config import Config
+    from ecvit.data import build_datasets
+
+    cfg = Config()
+    cfg.data.crop_pct = 0.8
+    assert build_datasets(cfg).crop_pct == 1.0  # digits: validation resizes the whole digit

@@ -39,7 +39,7 @@ def make_checkpoint(path, name="ecvit_tiny", mean=(0.3, 0.4, 0.5), std=(0.2, 0.2
             module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-    meta = checkpoint_meta(cfg, len(CLASSES), CLASSES, list(mean), list(std))
+    meta = checkpoint_meta(cfg, len(CLASSES), CLASSES, list(mean), list(std), crop_pct)
     assert meta["model_args"] == model_kwargs(cfg)
     save_atomic({"model": model.state_dict(), **meta, "epoch": 1}, path)
     return model.eval(), meta

@@ -56,6 +56,9 @@ class DataBundle:
     class_names: list[str]
     mean: Stats
     std: Stats
+    # Centre-crop fraction of the eval transform (1.0: the whole image is resized), stored in
+    # checkpoints so `ecvit predict` preprocesses an image file exactly as validation did.
+    crop_pct: float = 1.0
 
 
 def canonical_dataset_name(name: str) -> str:
@@ -127,6 +130,7 @@ def _file_bundle(
         class_names=list(classes),
         mean=mean,
         std=std,
+        crop_pct=cfg.data.crop_pct,
     )
 
 
@@ -197,6 +201,7 @@ def _cifar_builder(spec: cifar.CifarSpec) -> Callable[[Config], DataBundle]:
             class_names=classes,
             mean=mean,
             std=std,
+            crop_pct=cfg.data.crop_pct,
         )
 
     return build

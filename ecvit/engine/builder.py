@@ -53,7 +53,7 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
 
 
 def checkpoint_meta(cfg: Config, num_classes: int, class_names: list[str],
-                    mean: list[float], std: list[float]) -> dict[str, Any]:
+                    mean: list[float], std: list[float], crop_pct: float) -> dict[str, Any]:
     """The metadata every checkpoint carries so the model can be rebuilt without the config."""
     return {
         "model_name": cfg.model.name,
@@ -64,7 +64,7 @@ def checkpoint_meta(cfg: Config, num_classes: int, class_names: list[str],
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "interpolation": cfg.data.interpolation,
-        "crop_pct": float(cfg.data.crop_pct),
+        "crop_pct": float(crop_pct),
     }
 
 

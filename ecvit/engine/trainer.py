@@ -318,7 +318,8 @@ class _Run:
         ckpt: dict[str, Any] = {
             "model": self.model.state_dict(),
             **checkpoint_meta(self.cfg, self.num_classes, list(d.class_names),
-                              [float(v) for v in d.mean], [float(v) for v in d.std]),
+                              [float(v) for v in d.mean], [float(v) for v in d.std],
+                              d.crop_pct),
             "config": self.cfg.to_dict(),
             "epoch": epoch,
             "best_top1": self.best_top1,
