@@ -222,6 +222,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| ours vs peer | " + " | ".join(settings) + " |",
               "|---|" + "---:|" * len(settings)]
     for ours, peer in PAIRS:
+        if not any(ours in r["models"] and peer in r["models"] for r in report["results"].values()):
+            continue
         cells = []
         for s in settings:
             res = report["results"][s]["models"]
