@@ -94,6 +94,21 @@ class ConvProjection(nn.Module):
             self.bn = nn.Identity()
 
 
+def _fold_quick_gelu(mlp: Mlp) -> None:
+    """Inference form of ``fc2(QuickGELU(fc1(x)))`` as ``fc2'(SiLU(fc1'(x)))``.
+
+    QuickGELU(z) = z * sigmoid(1.702 z) = SiLU(1.702 z) / 1.702, so scaling fc1 by 1.702 and
+    fc2's weight by 1 / 1.702 computes the same function with one elementwise kernel (SiLU)
+    instead of three (mul, sigmoid, mul) over the MLP's widest activation.
+    """
+    with torch.no_grad():
+        mlp.fc1.weight.mul_(1.702)
+        if mlp.fc1.bias is not None:
+            mlp.fc1.bias.mul_(1.702)
+        mlp.fc2.weight.div_(1.702)
+    mlp.act = nn.SiLU()
+
+
 def _build_projection(method: str, dim: int, kernel_size: int, stride: int) -> nn.Module | None:
     """'dw_bn': ConvProjection; 'avg': average pooling (no parameters); 'linear': none."""
     if method == "dw_bn":
@@ -365,6 +380,8 @@ class CvT(nn.Module):
     def fuse(self) -> CvT:
         """Fold every projection BatchNorm into its depth-wise conv, for inference.
 
+        Also turns each MLP's QuickGELU into SiLU with the 1.702 folded into the linears
+        (``_fold_quick_gelu``): the same function, one elementwise pass instead of three.
         Puts the model in eval mode (the folded running statistics are what eval uses).
         The state dict then holds ``conv.bias`` instead of ``bn.*``, so load official
         weights before fusing.
@@ -373,6 +390,8 @@ class CvT(nn.Module):
         for module in self.modules():
             if isinstance(module, ConvProjection):
                 module.fuse()
+            elif isinstance(module, Mlp) and isinstance(module.act, QuickGELU):
+                _fold_quick_gelu(module)
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
