@@ -85,6 +85,12 @@ class ConvProjection(nn.Module):
         self.bn: nn.Module = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+            # Training under CPU autocast runs this cheap conv in fp32: oneDNN's bf16
+            # depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX
+            # (a quarter of a CvT-13 training step; see benchmarks/NOTES.md).
+            with torch.autocast("cpu", enabled=False):
+                return self.bn(self.conv(x.float()))
         return self.bn(self.conv(x))
 
     def fuse(self) -> None:
