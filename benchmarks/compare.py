@@ -194,13 +194,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"## Speed comparison ({report['device']})",
         "",
-        f"- Machine: {m['cpu']}, {m['cpu_cores']} cores (torch threads {m['torch_threads']})"
+        f"- Machine: {m['cpu']}, {m['cpu_cores']} cores (torch threads {m['torch_threads']}; "
+        f"{' '.join(m.get('cpu_matrix_flags', []))})"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "")
-        + f"; torch {m['torch']}, Python {m['python']}; 1-min load at start {m.get('loadavg_1min_at_start', '-')}",
+        + f"; torch {m['torch']}, Python {m['python']}; 1-min load average at start "
+        f"{m.get('loadavg_1min_at_start', '-')}, at end {report.get('loadavg_1min_at_end', '-')}",
         "- Measured matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()),
         f"- Batch {cfg['batch_size']}, {cfg['img_size']} px, compile={cfg['compile']}, "
         f"channels_last={cfg['channels_last']}; {cfg['repeats']} interleaved rounds of "
-        f"{cfg['iters']} steps (median of rounds), {cfg['warmup']} warm-up steps; our models fused for inference",
+        f"{cfg['iters']} step(s) each (median of rounds), {cfg['warmup']} warm-up step(s); our models fused for inference",
         f"- CvT-13 weights: {report['notes']['cvt13_weights']} (max |logit diff| "
         f"{report['notes']['cvt13_max_abs_logit_diff']:.1e} with QuickGELU swapped into a copy of "
         "transformers' model; it is timed as shipped, with exact GELU)",
@@ -250,6 +252,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=2, help="timed steps per model per round")
     p.add_argument("--latency-iters", type=int, default=5, help="batch-1 steps per model per round")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice); 1 gives stable ratios "
+                        "on a machine shared with other work")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     p.add_argument("--only", default=None,
@@ -275,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: must be >= 1")
+        torch.set_num_threads(args.threads)
     amps = (args.amp or ("off,bf16,fp16" if device.type == "cuda" else "off,bf16")).split(",")
     for a in amps:
         check_amp(a, device)
@@ -333,6 +342,11 @@ def run(args: argparse.Namespace) -> int:
         "targets": targets,
         "results": results,
     }
+    try:
+        with open("/proc/loadavg") as fh:
+            report["loadavg_1min_at_end"] = float(fh.read().split()[0])
+    except OSError:
+        pass
     md = render_markdown(report)
     print()
     print(md)

@@ -365,10 +365,11 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+            fields = dict(ln.split(":", 1) for ln in fh.read().split("\n\n")[0].splitlines() if ":" in ln)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields:
+            cpu += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
         with open("/proc/cpuinfo") as fh:
             flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
     except OSError:
@@ -380,6 +381,8 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16": any(f in flags for f in ("avx512_bf16", "amx_bf16")),
+        "cpu_matrix_flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")
+                             if f in flags],
         "torch": torch.__version__,
         "python": platform.python_version(),
         "gpu": None,

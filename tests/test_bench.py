@@ -184,7 +184,11 @@ def test_compare_smoke_runs_all_peers(tmp_path):
     pytest.importorskip("transformers")
     compare = _load_compare()
     # bf16 only (fp32 is the same code path without autocast) keeps this test short.
-    assert compare.main(["--smoke", "--amp", "bf16", "--out-dir", str(tmp_path)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert compare.main(["--smoke", "--amp", "bf16", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads((tmp_path / "cpu.json").read_text())
     md = (tmp_path / "cpu.md").read_text()
     names = {"ecvit cvt_13", "transformers CvT-13", "ecvit vit_tiny", "timm deit_tiny_patch16_224",
@@ -198,10 +202,12 @@ def test_compare_smoke_runs_all_peers(tmp_path):
     assert report["notes"]["cvt13_max_abs_logit_diff"] < 1e-3
     assert set(report["matmul_peak_gflop_s"]) == {"float32", "bfloat16"}
     assert "ecvit cvt_13 vs transformers CvT-13" in md and report["machine"]["cpu"] in md
+    assert report["machine"]["torch_threads"] == 1
 
 
 def test_compare_rejects_bad_flags(capsys):
     compare = _load_compare()
     assert compare.main(["--smoke", "--amp", "fp16"]) == 2
     assert compare.main(["--smoke", "--modes", "eval"]) == 2
+    assert compare.main(["--smoke", "--threads", "0"]) == 2
     assert "error:" in capsys.readouterr().err
