@@ -320,3 +320,44 @@ def test_torch_compile_fullgraph_matches_eager():
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_window_attention_runs_in_fp32_when_training_under_cpu_autocast(monkeypatch):
+    """Training under CPU bf16 autocast: SDPA gets fp32 q/k/v (its short-window bf16 backward
+    is the slow path); inference keeps bf16; the block's output stays in the autocast dtype."""
+    attn = PartitionedAttention(16, 2, block_size=4)
+    seen = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c_out, p_out = attn(cls, x)
+    assert seen[-1] == (torch.float32, torch.float32, torch.float32, False)
+    assert c_out.dtype == p_out.dtype == torch.bfloat16
+    (c_out.float().sum() + p_out.float().sum()).backward()
+    ref_c, ref_p = attn(cls.detach(), x.detach())  # fp32 reference
+    torch.testing.assert_close(c_out.float(), ref_c, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(p_out.float(), ref_p, atol=3e-2, rtol=3e-2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(cls, x)
+    assert seen[-1][:3] == (torch.bfloat16,) * 3
+    attn(cls, x)  # no autocast: fp32 as before
+    assert seen[-1][:3] == (torch.float32,) * 3
+
+
+def test_torch_compile_fullgraph_attention_training_under_cpu_autocast():
+    attn = PartitionedAttention(16, 2, block_size=4)
+    cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16)
+    compiled = torch.compile(attn, fullgraph=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = compiled(cls, x), attn(cls, x)
+    (out[0].float().sum() + out[1].float().sum()).backward()
+    assert cls.grad is not None
+    for o, r in zip(out, ref):
+        assert o.dtype == torch.bfloat16
+        torch.testing.assert_close(o.float(), r.float(), atol=3e-2, rtol=3e-2)
