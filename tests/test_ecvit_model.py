@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import ecvit
 from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
-from ecvit.models.ecvit import ECViT, PartitionedAttention, Tokenizer
+from ecvit.models.ecvit import ECViT, PartitionedAttention, SeparableConv, Tokenizer
 
 TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
 
@@ -361,3 +361,11 @@ def test_torch_compile_fullgraph_attention_training_under_cpu_autocast():
     for o, r in zip(out, ref):
         assert o.dtype == torch.bfloat16
         torch.testing.assert_close(o.float(), r.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_separable_conv_token_path_matches_conv_path():
+    """The I-FFN's token-map path (1x1 conv as a Linear on NHWC tokens) is the same function."""
+    conv = SeparableConv(16, 16, (3, 1))
+    x = torch.randn(2, 5, 7, 16)  # [B, H, W, C]
+    ref = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    torch.testing.assert_close(conv.forward_nhwc(x), ref, atol=1e-5, rtol=1e-5)

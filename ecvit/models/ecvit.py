@@ -95,6 +95,12 @@ class SeparableConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw(self.dw(x))
 
+    def forward_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """Same function on a token map ``[B, H, W, C]``: the 1x1 conv runs as a Linear on the
+        channels-last tokens (same weights), which avoids a layout decision per call."""
+        x = _nchw_to_nhwc(self.dw(_nhwc_to_nchw(x)))
+        return F.linear(x, self.pw.weight.flatten(1), self.pw.bias)
+
 
 class ConvBnAct(nn.Module):
     """Depthwise-separable conv -> BatchNorm -> GELU (the tokenizer's f_h / f_v, Eq. 1-2)."""
@@ -306,7 +312,7 @@ class InteractiveFFN(nn.Module):
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens [B, H, W, C] through the two separable convs (channels-last views)."""
-        return _nchw_to_nhwc(self.conv_v(self.conv_h(_nhwc_to_nchw(x))))
+        return self.conv_v.forward_nhwc(self.conv_h.forward_nhwc(x))
 
     def forward(self, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.conv_pos == "input":
