@@ -78,7 +78,12 @@ def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> Non
 
 def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
     """ONNX through the ``torch.export`` (dynamo) exporter, opset 18, dynamic batch."""
-    import onnx
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as exc:
+        raise UsageError(f"--format onnx needs the onnx extra ({exc.name} is not installed): "
+                         "pip install 'ecvit[onnx]'") from None
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), torch.no_grad():

@@ -237,3 +237,24 @@ def test_torchscript_loads_and_matches(family_ckpt, tmp_path):
     with torch.no_grad():
         for batch in (1, 3):
             torch.testing.assert_close(scripted(x[:batch]), expected[:batch], atol=1e-4, rtol=1e-4)
+
+
+def test_onnx_without_the_onnx_packages_is_a_clean_usage_error(ckpt, tmp_path, monkeypatch, capsys):
+    """Without the `onnx` extra, export says what to install instead of a traceback."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.split(".")[0] in ("onnx", "onnxscript"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    from ecvit.cli import main
+
+    path = ckpt[0]
+    assert main(["export", "--checkpoint", str(path), "--format", "onnx",
+                 "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "ecvit[onnx]" in err and "Traceback" not in err
