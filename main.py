@@ -18,8 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ecvit.cli import (PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, check_model,
-                       config_from_args, default_checkpoint, print_config, run_command)
+from ecvit.cli import (PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, cmd_train,
+                       cmd_validate, config_from_args, run_command)
 from ecvit.config import Config
 from ecvit.errors import UsageError
 
@@ -48,31 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the config for ``--mode`` and call the engine (imported only once it is needed)."""
+    """Run ``--mode`` through the same commands as ``ecvit train`` / ``ecvit validate``."""
     if args.mode == VALIDATE:
-        cfg = config_from_args(args, VALIDATE, reference_defaults())
-        checkpoint = default_checkpoint(cfg)
-        if args.dry_run:
-            print_config(cfg)
-            return 0
-        from ecvit.engine import validate
-
-        validate(cfg, checkpoint)
-        return 0
+        return cmd_validate(args, reference_defaults())
     if hasattr(args, "checkpoint"):
         raise UsageError(f"--checkpoint is for --mode validate; --mode {args.mode} trains (use "
                          "--pretrained PATH to start from weights, --resume PATH to continue)")
-    cfg = config_from_args(args, TRAIN, reference_defaults())
-    check_model(cfg)
-    if args.dry_run:
-        print_config(cfg)
-        return 0
-    from ecvit.engine import train, validate
+    status = cmd_train(args, reference_defaults())
+    if args.mode == "train_and_validate" and not args.dry_run:
+        from ecvit.engine import validate
 
-    train(cfg)
-    if args.mode == "train_and_validate":
+        cfg = config_from_args(args, TRAIN, reference_defaults())
         validate(cfg, str(Path(cfg.output_dir) / "model_best.pth"))
-    return 0
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

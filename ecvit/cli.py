@@ -276,8 +276,9 @@ def print_config(cfg: Config) -> None:
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, TRAIN)
+def cmd_train(args: argparse.Namespace, base: Config | None = None) -> int:
+    """``ecvit train`` (and ``main.py``'s training modes, with their own ``base`` defaults)."""
+    cfg = config_from_args(args, TRAIN, base)
     check_model(cfg)
     if args.dry_run:
         print_config(cfg)
@@ -299,8 +300,9 @@ def default_checkpoint(cfg: Config) -> str:
                      f"{best} does not exist")
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args, VALIDATE)
+def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:
+    """``ecvit validate`` (and ``main.py --mode validate``, with its own ``base`` defaults)."""
+    cfg = config_from_args(args, VALIDATE, base)
     checkpoint = default_checkpoint(cfg)
     if args.dry_run:
         print_config(cfg)
