@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from timm.models import register_model as timm_register_model
 from torch import nn
 
@@ -94,43 +95,36 @@ def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> 
     if filter_fn is not None:
         state = filter_fn(state, model)
     own = model.state_dict()
-    if finetune:
-        head_keys = _classifier_keys(model)
-        state = {
-            k: v for k, v in state.items()
-            if not (k in head_keys and k in own and own[k].shape != v.shape)
-        }
-    missing = [k for k in own if k not in state]
-    if finetune:
-        missing = [k for k in missing if k not in _classifier_keys(model)]
+    head_keys = _classifier_keys(model, own)
+    if finetune:  # a head of another shape stays freshly initialised
+        state = {k: v for k, v in state.items()
+                 if not (k in head_keys and k in own and own[k].shape != v.shape)}
+    missing = [k for k in own if k not in state and not (finetune and k in head_keys)]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
-            parts.append("shape mismatch " + "; ".join(wrong[:5]) + (" ..." if len(wrong) > 5 else ""))
+            shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                      for k in wrong[:5]]
+            parts.append("shape mismatch " + "; ".join(shapes) + (" ..." if len(wrong) > 5 else ""))
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        hint = " (use --finetune to start a new classifier)" if wrong and all(
-            w.split(":")[0] in _classifier_keys(model) for w in wrong) else ""
+        hint = (" (use --finetune to start a new classifier)"
+                if wrong and set(wrong) <= head_keys else "")
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts) + hint)
     model.load_state_dict(state, strict=not finetune)
 
 
-def _classifier_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of the classifier named in the model's timm pretrained_cfg."""
+def _classifier_keys(model: nn.Module, keys: dict[str, torch.Tensor]) -> set[str]:
+    """The ``keys`` of the classifier named in the model's timm pretrained_cfg."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     heads = cfg.get("classifier", "head")
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    return {k for k in model.state_dict() if any(k.startswith(h + ".") for h in heads)}
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    return {k for k in keys if any(k.startswith(h + ".") for h in heads)}
 
 
 __all__ = ["register_model", "list_models", "create_model", "load_weights", "model_entry",
-           "count_parameters", "ModelEntry"]
+           "ModelEntry"]
