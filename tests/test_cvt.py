@@ -278,7 +278,46 @@ def test_layer_norms_and_init():
     assert w.std().item() == pytest.approx(0.02, rel=0.1)
     assert model.stage2.cls_token.std().item() == pytest.approx(0.02, rel=0.3)
     assert model.stage0.cls_token is None and model.stage1.cls_token is None
-    assert type(model.stage0.blocks[0].mlp.act).__name__ == "QuickGELU"
+    assert type(model.stage0.blocks[0].mlp).__name__ == "QuickGeluMlp"
+
+
+def _quick_gelu_reference(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The official MLP written out: fc2(QuickGELU(fc1(x))), QuickGELU(z) = z * sigmoid(1.702 z)."""
+    z = mlp.fc1(x)
+    return mlp.fc2(z * torch.sigmoid(1.702 * z))
+
+
+def test_quick_gelu_mlp_is_the_official_function_with_the_same_gradients():
+    torch.manual_seed(0)
+    mlp = small_cvt().stage1.blocks[0].mlp
+    randomize_(mlp)
+    twin = copy.deepcopy(mlp)
+    x = torch.randn(2, 9, 192, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    out, ref = mlp(x), _quick_gelu_reference(twin, x2)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    (out * torch.linspace(-1, 1, 192)).sum().backward()
+    (ref * torch.linspace(-1, 1, 192)).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
+    for name, p in mlp.named_parameters():
+        torch.testing.assert_close(p.grad, dict(twin.named_parameters())[name].grad, atol=1e-5, rtol=1e-5)
+    assert set(mlp.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+
+
+def test_quick_gelu_mlp_without_autograd_and_folded_give_the_same_outputs():
+    """No grad: the SiLU runs in place on fc1's output; fold(): the scales move into the weights."""
+    torch.manual_seed(0)
+    mlp = randomize_(small_cvt().stage2.blocks[0].mlp)
+    x = torch.randn(3, 5, 384)
+    ref = _quick_gelu_reference(mlp, x).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
+    mlp.fold()
+    mlp.fold()  # idempotent
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_layer_norm_runs_in_fp32_under_bf16_autocast():

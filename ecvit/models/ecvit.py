@@ -66,6 +66,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ecvit.models.layers import attention, fp32_attention
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",
@@ -179,19 +180,6 @@ def _window_valid(height: int, width: int, block_size: int, device: torch.device
     return valid.reshape(-1, wh * ww)
 
 
-def _fp32_window_attention(qkv: torch.Tensor) -> bool:
-    """Whether the windowed SDPA runs in fp32: when training on CPU under autocast.
-
-    The windows are short (49 tokens + class token). On CPUs without AMX the reduced-precision
-    CPU attention backward is 2-5x slower than fp32 at that length (``benchmarks/NOTES.md``),
-    so q/k/v are cast to fp32 for the call (-43% of an ecvit_small bf16 training step); the
-    output projection (a Linear, where bf16 pays) casts back under autocast. Inference keeps
-    the autocast dtype (measured: fp32 there gains nothing). Without autocast nothing changes.
-    """
-    return (qkv.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-            and qkv.dtype != torch.float32)
-
-
 class PartitionedAttention(nn.Module):
     """Partitioned multi-head self-attention, P-MSA (Sec. III-B, Eq. 4-9).
 
@@ -247,8 +235,7 @@ class PartitionedAttention(nn.Module):
         tokens[:, :, :, 1:].view(b, gh, gw, wh, ww, c).copy_(
             x.view(b, gh, wh, gw, ww, c).permute(0, 1, 3, 2, 4, 5))
         qkv = self.qkv(tokens.view(b * n_win, 1 + t, c))
-        fp32_attn = _fp32_window_attention(qkv)
-        if fp32_attn:
+        if fp32_attention(qkv, 1 + t):  # cast once here rather than q, k and v separately
             qkv = qkv.float()
         q, k, v = qkv.view(b * n_win, 1 + t, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # [B*nW, nh, 1+t, hd]
 
@@ -258,11 +245,7 @@ class PartitionedAttention(nn.Module):
             keep = torch.cat([valid.new_ones(n_win, 1), valid], dim=1)  # class key always kept
             mask = keep[None, :, None, None, :].expand(b, -1, 1, 1, -1).reshape(b * n_win, 1, 1, 1 + t)
         dropout_p = self.attn_drop if self.training else 0.0
-        if fp32_attn:
-            with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        out = attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, gh, gw, 1 + t, c)))
 
         cls_win = out[:, :, :, 0]  # [B, gh, gw, C]: each window's class-token output

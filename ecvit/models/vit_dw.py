@@ -32,7 +32,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import tokens_to_grid
+from ecvit.models.layers import attention, tokens_to_grid
 from ecvit.models.registry import register_model
 
 __all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
@@ -54,7 +54,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
 
