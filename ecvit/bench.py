@@ -202,7 +202,12 @@ class Workload:
             model = model.to(memory_format=torch.channels_last)
         model.train(self.train)
         self.model = model
-        self.runner = torch.compile(model, dynamic=False) if self.compile else model
+        self.runner = model
+        if self.compile:
+            # Inference graphs are frozen: weights become constants that inductor folds and
+            # pre-packs for the matmul library (the deployment form; +20-40% on CPU).
+            options = None if self.train else {"freezing": True}
+            self.runner = torch.compile(model, dynamic=False, options=options)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr) if self.train else None
         self.scaler = torch.amp.GradScaler("cuda") if self.train and self.amp == "fp16" else None
 

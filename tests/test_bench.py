@@ -98,6 +98,21 @@ def test_workload_channels_last_and_logits_fn():
     assert w.inputs(2)[0] is x  # the same inputs every step
 
 
+def test_workload_compile_freezes_inference_and_still_trains():
+    """--compile: the inference graph is frozen (weights as constants) and equals eager."""
+    model = tiny_net().eval()
+    seen = []
+    w = Workload(model, batch_size=2, img_size=8, compile=True,
+                 logits_fn=lambda out: seen.append(out.clone()) or out)
+    w.step()
+    with torch.no_grad():
+        torch.testing.assert_close(seen[0], model(w.inputs(2)[0]), atol=1e-5, rtol=1e-5)
+    trained = tiny_net()
+    before = [p.detach().clone() for p in trained.parameters()]
+    Workload(trained, batch_size=2, img_size=8, compile=True, train=True).step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trained.parameters()))
+
+
 def test_fp16_on_cpu_and_bad_values_are_usage_errors():
     with pytest.raises(UsageError, match="fp16"):
         benchmark_model(tiny_net(), batch_size=2, img_size=8, amp="fp16", device="cpu")
