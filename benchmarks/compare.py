@@ -237,7 +237,35 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells.append(f"{ratio:.2f}x" + (f" [>= {target['min']}x {'met' if ratio >= target['min'] else 'MISSED'}]"
                                             if target else ""))
         lines.append(f"| {ours} vs {peer} | " + " | ".join(cells) + " |")
+    lines += _target_requirements(report)
     return "\n".join(lines) + "\n"
+
+
+def _target_requirements(report: dict[str, Any]) -> list[str]:
+    """What each target asks of the hardware: the throughput it needs, as a share of the matmul peak.
+
+    The needed GFLOP/s count every MAC of the model at the peak measured for plain
+    matrix multiplication in the same run, so 100% would mean the whole network (norms,
+    activations, attention, depth-wise convs included) running at matmul speed.
+    """
+    rows = []
+    for key, target in report["targets"].items():
+        ours, peer, setting = key.split(" | ")
+        res = report["results"].get(setting, {}).get("models", {})
+        if ours not in res or peer not in res:
+            continue
+        peak = report["matmul_peak_gflop_s"][str(peak_dtype(report["results"][setting]["amp"])).replace("torch.", "")]
+        per_img = (6 if report["results"][setting]["train"] else 2) * report["macs"][ours] / 1e9
+        need = target["min"] * res[peer]["throughput_img_s"]
+        have = res[ours]["throughput_img_s"]
+        rows.append(f"| {ours} vs {peer}, {setting}, >= {target['min']}x | {need:.1f} | {100 * need * per_img / peak:.0f}% "
+                    f"| {have:.1f} | {100 * have * per_img / peak:.0f}% |")
+    if not rows:
+        return []
+    return ["", "What each target needs: img/s of ours, and the share of the measured matmul peak that "
+            "throughput means for all of the model's MACs:", "",
+            "| target | needed img/s | needed % of peak | measured img/s | measured % of peak |",
+            "|---|---:|---:|---:|---:|", *rows]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -262,6 +290,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes and one round: checks the script runs, numbers mean nothing")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="print the tables of an earlier run's JSON report (and rewrite its .md) instead of measuring")
     args = p.parse_args(argv)
     if args.smoke:
         args.batch_size, args.img_size = 2, 64
@@ -278,7 +308,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def rerender(path: Path) -> int:
+    """Rewrite ``<report>.md`` from ``<report>.json`` with the current tables."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--render {path}: cannot read a JSON report ({exc})") from None
+    md = render_markdown(report)
+    print(md)
+    path.with_suffix(".md").write_text(md)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.render is not None:
+        return rerender(args.render)
     device = resolve_device(args.device)
     if args.threads is not None:
         if args.threads < 1:

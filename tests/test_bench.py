@@ -218,6 +218,14 @@ def test_compare_smoke_runs_all_peers(tmp_path):
     assert set(report["matmul_peak_gflop_s"]) == {"float32", "bfloat16"}
     assert "ecvit cvt_13 vs transformers CvT-13" in md and report["machine"]["cpu"] in md
     assert report["machine"]["torch_threads"] == 1
+    # The targets table: twice transformers' bf16 inference throughput is what cvt_13 needs.
+    peer = report["results"]["bf16 infer"]["models"]["transformers CvT-13"]["throughput_img_s"]
+    row = next(line for line in md.splitlines() if line.startswith("| ecvit cvt_13 vs transformers CvT-13, bf16 infer"))
+    assert row.split("|")[2].strip() == f"{2 * peer:.1f}"
+    # --render rebuilds the same tables from the JSON report alone.
+    (tmp_path / "cpu.md").unlink()
+    assert compare.main(["--render", str(tmp_path / "cpu.json")]) == 0
+    assert (tmp_path / "cpu.md").read_text() == md
 
 
 def test_compare_rejects_bad_flags(capsys):
@@ -225,4 +233,5 @@ def test_compare_rejects_bad_flags(capsys):
     assert compare.main(["--smoke", "--amp", "fp16"]) == 2
     assert compare.main(["--smoke", "--modes", "eval"]) == 2
     assert compare.main(["--smoke", "--threads", "0"]) == 2
+    assert compare.main(["--render", "no/such/report.json"]) == 2
     assert "error:" in capsys.readouterr().err
