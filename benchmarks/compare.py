@@ -37,6 +37,7 @@ from torch import nn
 from ecvit.bench import (
     Workload,
     check_amp,
+    flops_per_mac,
     machine_info,
     measure_matmul_peak,
     peak_dtype,
@@ -168,7 +169,6 @@ def run_setting(
             rounds[name].append(args.batch_size / step_s)
             if not train:
                 lat[name].append(statistics.median(works[name].time_steps(args.latency_iters, batch_size=1)))
-    factor = 6 if train else 2
     out = {}
     for name in works:
         tput = statistics.median(rounds[name])
@@ -176,10 +176,15 @@ def run_setting(
             "throughput_img_s": tput,
             "throughput_rounds": rounds[name],
             "latency_ms_median": statistics.median(lat[name]) * 1e3 if lat[name] else None,
-            "achieved_gflop_s": factor * macs[name] * tput / 1e9,
+            "achieved_gflop_s": flops_per_mac(train) * macs[name] * tput / 1e9,
         }
         log(f"  {name:28s} {tput:9.1f} img/s")
     return out
+
+
+def _peak_key(amp: str) -> str:
+    """The report's key for the matmul peak an ``--amp`` setting is compared to ('bfloat16', ...)."""
+    return str(peak_dtype(amp)).replace("torch.", "")
 
 
 def _fmt(v: float | None, spec: str = ".1f") -> str:
@@ -213,7 +218,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for setting, res in report["results"].items():
         amp = res["amp"]
         for name, r in res["models"].items():
-            pk = peaks[str(peak_dtype(amp)).replace("torch.", "")]
+            pk = peaks[_peak_key(amp)]
             lines.append(
                 f"| {name} | {report['macs'][name] / 1e9:.2f} | {report['params'][name] / 1e6:.2f} | {setting} "
                 f"| {r['throughput_img_s']:.1f} | {_fmt(r['latency_ms_median'], '.1f')} "
@@ -254,8 +259,8 @@ def _target_requirements(report: dict[str, Any]) -> list[str]:
         res = report["results"].get(setting, {}).get("models", {})
         if ours not in res or peer not in res:
             continue
-        peak = report["matmul_peak_gflop_s"][str(peak_dtype(report["results"][setting]["amp"])).replace("torch.", "")]
-        per_img = (6 if report["results"][setting]["train"] else 2) * report["macs"][ours] / 1e9
+        peak = report["matmul_peak_gflop_s"][_peak_key(report["results"][setting]["amp"])]
+        per_img = flops_per_mac(report["results"][setting]["train"]) * report["macs"][ours] / 1e9
         need = target["min"] * res[peer]["throughput_img_s"]
         have = res[ours]["throughput_img_s"]
         rows.append(f"| {ours} vs {peer}, {setting}, >= {target['min']}x | {need:.1f} | {100 * need * per_img / peak:.0f}% "
@@ -344,8 +349,7 @@ def run(args: argparse.Namespace) -> int:
     peak_sizes = (256, 512) if args.smoke else (2048, 4096)
     peaks = {}
     for a in ["off", *[x for x in amps if x != "off"]]:
-        dt = peak_dtype(a)
-        peaks[str(dt).replace("torch.", "")] = measure_matmul_peak(dt, device, sizes=peak_sizes)
+        peaks[_peak_key(a)] = measure_matmul_peak(peak_dtype(a), device, sizes=peak_sizes)
     log("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
 
     impls, notes = build_impls(args.img_size)

@@ -290,6 +290,11 @@ def peak_dtype(amp: str) -> torch.dtype:
     return AMP_DTYPES[amp] or torch.float32
 
 
+def flops_per_mac(train: bool) -> int:
+    """FLOPs counted per forward MAC: 2 for inference; 6 for a training step (backward = 2x forward)."""
+    return 6 if train else 2
+
+
 def benchmark_model(
     model: nn.Module,
     batch_size: int = 32,
@@ -338,8 +343,7 @@ def benchmark_model(
     work.time_steps(max(warmup, 1 if compile else 0), batch_size=1)
     lat = work.time_steps(n_lat, batch_size=1)
 
-    flop_factor = 6 if train else 2
-    gflops_per_img = flop_factor * macs / 1e9
+    gflops_per_img = flops_per_mac(train) * macs / 1e9
     achieved = gflops_per_img * throughput
     return {
         "batch_size": batch_size,
@@ -484,4 +488,5 @@ __all__ = [
     "Workload", "benchmark_model", "benchmark_command", "measure_matmul_peak", "machine_info",
     "format_result_table", "percentile", "resolve_device", "check_amp", "autocast_context",
     "peak_dtype",
+    "flops_per_mac",
 ]

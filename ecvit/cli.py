@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import Config, apply_overrides, merge_dict, read_yaml, validate
+from ecvit.config import Config, apply_overrides, merge_dict, nested_from_key, read_yaml, validate
 from ecvit.errors import TrainingError, UsageError
 
 TRAIN, VALIDATE = "train", "validate"
@@ -220,7 +220,7 @@ def config_from_args(args: argparse.Namespace, command: str, base: Config | None
         if hasattr(args, flag.dest):
             key = flag.key_for(command)
             given[key] = flag.option
-            merge_dict(cfg, _nested(key, getattr(args, flag.dest)), source=flag.option)
+            merge_dict(cfg, nested_from_key(key, getattr(args, flag.dest)), source=flag.option)
     overrides = list(getattr(args, "overrides", None) or [])
     for key in overrides[::2]:
         if key.startswith("-"):
@@ -237,16 +237,6 @@ def config_from_args(args: argparse.Namespace, command: str, base: Config | None
             raise UsageError(f"{given[key]}: {message}") from None
         raise
     return cfg
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
 
 
 def check_model(cfg: Config) -> None:

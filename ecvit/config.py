@@ -216,6 +216,17 @@ def merge_dict(obj: Any, data: dict[str, Any], source: str, prefix: str = "") ->
             setattr(obj, name, coerce(value, hints[name], dotted, source))
 
 
+def nested_from_key(key: str, value: Any) -> dict[str, Any]:
+    """``"TRAIN.LR", 0.1`` -> ``{"TRAIN": {"LR": 0.1}}``: a dotted key as the mapping ``merge_dict`` takes."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
     """Apply trailing ``KEY VALUE`` pairs, e.g. ``TRAIN.LR 0.1 MODEL.NAME cvt_13``."""
     items = list(overrides)
@@ -226,13 +237,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> None:
             value = _load_yaml(text) if text != "" else ""
         except (yaml.YAMLError, ValueError, RecursionError):  # too long an int, too deep
             value = text
-        nested: dict[str, Any] = {}
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-        merge_dict(cfg, nested, source="override")
+        merge_dict(cfg, nested_from_key(key, value), source="override")
 
 
 def _yaml_scalar(text: str) -> Any:

@@ -29,7 +29,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import attention, tokens_to_grid
+from ecvit.models.layers import attention, cpu_autocast_training, tokens_to_grid
 from ecvit.models.registry import register_model
 
 __all__ = ["CvT", "checkpoint_filter_fn"]
@@ -85,7 +85,7 @@ class ConvProjection(nn.Module):
         self.bn: nn.Module = nn.BatchNorm2d(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+        if cpu_autocast_training(x):
             # Training under CPU autocast runs this cheap conv in fp32: oneDNN's bf16
             # depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX
             # (a quarter of a CvT-13 training step; see benchmarks/NOTES.md).

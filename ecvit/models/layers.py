@@ -23,6 +23,15 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def cpu_autocast_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on the CPU while autograd records under CPU autocast (a training step).
+
+    The condition under which the families run a few cheap ops in fp32, because the
+    reduced-precision CPU backward kernels for them are the slow path without AMX.
+    """
+    return x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
+
+
 def fp32_attention(x: torch.Tensor, num_keys: int) -> bool:
     """Whether attention over ``num_keys`` keys runs in fp32: short keys, training, CPU autocast.
 
@@ -30,8 +39,7 @@ def fp32_attention(x: torch.Tensor, num_keys: int) -> bool:
     on CPUs without AMX; the casts cost less than that. Inference keeps the autocast dtype
     (its forward alone gains nothing measurable), and so does everything off the CPU.
     """
-    return (x.device.type == "cpu" and num_keys <= FP32_ATTENTION_MAX_KEYS and torch.is_grad_enabled()
-            and torch.is_autocast_enabled("cpu"))
+    return num_keys <= FP32_ATTENTION_MAX_KEYS and cpu_autocast_training(x)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
