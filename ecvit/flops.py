@@ -8,7 +8,36 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def _register_cpu_attention_formulas() -> None:
+    """Count the CPU flash-attention kernels, which some torch releases leave uncounted.
+
+    ``scaled_dot_product_attention`` on CPU dispatches to
+    ``aten._scaled_dot_product_flash_attention_for_cpu``; torch counts it on some releases
+    and silently counts 0 on others (2.14), which would drop attention from every MAC
+    count. The formulas are torch's own SDPA ones, registered only where missing.
+    """
+    aten = torch.ops.aten
+    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is not None and forward not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(forward, get_raw=True)
+        def _forward_flops(query, key, value, *args, out_val=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    if backward is not None and backward not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(backward, get_raw=True)
+        def _backward_flops(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+            return flop_counter.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape,
+                                                         value.shape)
+
+
+_register_cpu_attention_formulas()
 
 
 def count_params(model: nn.Module) -> int:
