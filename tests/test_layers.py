@@ -1,22 +1,24 @@
-"""The shared attention helper: SDPA, in fp32 for short keys when training under CPU autocast."""
+"""Shared pieces: the fp32 attention of the CPU precision switch, the switch itself, cfg overlays."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, attention
+from ecvit.models import set_cpu_autocast_training
+from ecvit.models.layers import fp32_attention, grid_to_tokens, img_size_cfg_overlay, tokens_to_grid
 
 
-def _qkv(keys: int, requires_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _qkv(keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     q = torch.randn(2, 3, 7, 8, generator=g)
     k, v = torch.randn(2, 3, keys, 8, generator=g), torch.randn(2, 3, keys, 8, generator=g)
-    return tuple(t.bfloat16().requires_grad_(requires_grad) for t in (q, k, v))
+    return tuple(t.bfloat16().requires_grad_() for t in (q, k, v))
 
 
-def _spy(monkeypatch) -> list:
+def test_fp32_attention_runs_sdpa_in_fp32_with_autocast_off(monkeypatch):
     seen = []
     real = F.scaled_dot_product_attention
 
@@ -25,37 +27,55 @@ def _spy(monkeypatch) -> list:
         return real(q, k, v, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return seen
-
-
-@pytest.mark.parametrize("keys, fp32", [(50, True), (FP32_ATTENTION_MAX_KEYS, True), (FP32_ATTENTION_MAX_KEYS + 1, False)])
-def test_training_under_cpu_autocast_uses_fp32_for_short_keys_only(monkeypatch, keys, fp32):
-    seen = _spy(monkeypatch)
-    q, k, v = _qkv(keys)
-    mask = torch.rand(2, 1, 7, keys, generator=torch.Generator().manual_seed(1)) > 0.2
+    q, k, v = _qkv(50)
+    mask = torch.rand(2, 1, 7, 50, generator=torch.Generator().manual_seed(1)) > 0.2
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = attention(q, k, v, attn_mask=mask, scale=0.3)
-    assert seen == [(torch.float32 if fp32 else torch.bfloat16, not fp32)]
-    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3)
-    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
-    out.float().sum().backward()
+        out = fp32_attention(q, k, v, attn_mask=mask, scale=0.3)
+    assert seen == [(torch.float32, False)] and out.dtype == torch.float32
+    ref = real(q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
     assert q.grad is not None and q.grad.dtype == torch.bfloat16
 
 
-def test_inference_and_plain_precision_keep_the_input_dtype(monkeypatch):
-    seen = _spy(monkeypatch)
-    q, k, v = _qkv(50, requires_grad=False)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        attention(q, k, v)
-    attention(q.float(), k.float(), v.float())  # no autocast: fp32 stays fp32
-    attention(q, k, v)  # no autocast: bf16 stays bf16
-    assert seen == [(torch.bfloat16, True), (torch.float32, False), (torch.bfloat16, False)]
+class _Probe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu_autocast_training = False
+        self.inner = nn.Sequential(nn.Linear(2, 2), _Leaf())
 
 
-def test_compiles_without_graph_breaks_in_both_branches():
-    compiled = torch.compile(lambda q, k, v: attention(q, k, v), fullgraph=True)
-    for keys in (50, FP32_ATTENTION_MAX_KEYS + 1):
-        q, k, v = _qkv(keys)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out, ref = compiled(q, k, v), attention(q, k, v)
-        torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
+class _Leaf(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu_autocast_training = False
+        self.other_flag = False
+
+
+def test_switch_sets_the_attribute_of_every_module_that_has_one():
+    model = nn.Sequential(_Probe(), nn.ReLU())
+    assert set_cpu_autocast_training(model, True) is model
+    flags = [m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training")]
+    assert flags == [True, True]
+    assert not model[0].inner[1].other_flag and not hasattr(model[1], "cpu_autocast_training")
+    set_cpu_autocast_training(model, False)
+    assert not any(m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training"))
+
+
+def test_token_grid_views_round_trip():
+    x = torch.randn(2, 12, 5)
+    grid = tokens_to_grid(x, 3, 4)
+    assert grid.shape == (2, 5, 3, 4)
+    torch.testing.assert_close(grid_to_tokens(grid), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(), None),
+    (dict(img_size=64), dict(input_size=(3, 64, 64))),
+    (dict(img_size=(48, 80), in_chans=1), dict(input_size=(1, 48, 80))),
+    (dict(img_size=32, pretrained_cfg_overlay=dict(crop_pct=1.0)), dict(crop_pct=1.0, input_size=(3, 32, 32))),
+])
+def test_img_size_cfg_overlay(kwargs, expected):
+    kwargs = dict(kwargs)
+    assert img_size_cfg_overlay(kwargs) == expected
+    assert "pretrained_cfg_overlay" not in kwargs

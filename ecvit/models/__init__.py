@@ -1,7 +1,8 @@
 """The model zoo: importing this package registers every family."""
 
+from ecvit.models.layers import set_cpu_autocast_training
 from ecvit.models.registry import create_model, list_models, load_weights, model_entry
 
 from ecvit.models import cvt, ecvit, vit_dw  # noqa: F401,E402  (registration side effect)
 
-__all__ = ["create_model", "list_models", "load_weights", "model_entry"]
+__all__ = ["create_model", "list_models", "load_weights", "model_entry", "set_cpu_autocast_training"]

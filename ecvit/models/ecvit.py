@@ -66,7 +66,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import attention, fp32_attention
+from ecvit.models.layers import attention, fp32_attention_for as fp32_attention
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",

@@ -1,14 +1,23 @@
-"""Small pieces shared by the model families: token <-> feature-map views, attention."""
+"""Small pieces shared by the model families: token <-> feature-map views, the CPU precision switch.
+
+Model ``forward`` code reads no global state (autocast, grad mode): it computes in whatever
+dtype autocast or the caller gives it, as timm's models do. The one precision policy the
+families have, for training on CPUs under bf16 autocast, is opt-in through
+``set_cpu_autocast_training``; it flips plain module attributes that ``forward`` reads.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-# Key sequences up to this length run their attention in fp32 when training under CPU
-# autocast. Measured fwd+bwd on 2 cores without AMX (benchmarks/NOTES.md), fp32 time / bf16
-# time: 0.39 at 50 keys (ECViT windows), 0.45 at 100, 0.60 at 50 keys with 197 queries
-# (CvT stage 3); 0.90 at 197 and 1.20 at 196 keys with 784 queries (CvT stage 2).
+# With set_cpu_autocast_training on, attention over key sequences up to this length runs in
+# fp32 in training. Measured fwd+bwd on 2 cores without AMX (benchmarks/NOTES.md), fp32 time
+# / bf16 time: 0.39 at 50 keys (ECViT windows), 0.45 at 100, 0.60 at 50 keys with 197
+# queries (CvT stage 3); 0.90 at 197 and 1.20 at 196 keys with 784 queries (CvT stage 2).
 FP32_ATTENTION_MAX_KEYS = 128
 
 
@@ -23,34 +32,73 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def cpu_autocast_training(x: torch.Tensor) -> bool:
-    """Whether ``x`` is on the CPU while autograd records under CPU autocast (a training step).
+@torch.jit.unused
+def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                   dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` in fp32 with CPU autocast off: the switch's training path.
 
-    The condition under which the families run a few cheap ops in fp32, because the
-    reduced-precision CPU backward kernels for them are the slow path without AMX.
+    The reduced-precision CPU SDPA backward is 2-3x slower than fp32 on short key sequences
+    on CPUs without AMX; the casts cost less than that. q/k/v go to fp32 (a no-op if the
+    caller cast them already); the fp32 output is cast back by the autocast Linear that
+    follows. TorchScript cannot turn autocast off inside a scripted graph, so a scripted
+    model raises here: script a model with the switch off (the default).
     """
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                              dropout_p=dropout_p, scale=scale)
+
+
+def set_cpu_autocast_training(model: nn.Module, enabled: bool) -> nn.Module:
+    """Turn the CPU precision policy for training under CPU bf16 autocast on or off; returns ``model``.
+
+    On, and only while a module is in training mode: attention over at most
+    ``FP32_ATTENTION_MAX_KEYS`` keys runs in fp32 (ECViT's windows, CvT's last stage), and
+    CvT's depth-wise conv projections run in fp32; both are the slow reduced-precision CPU
+    backward kernels on CPUs without AMX (``benchmarks/NOTES.md``). Inference (eval mode)
+    and everything else are unchanged. Off (the default) the models compute in the dtype
+    autocast or the caller gives them and are pure functions of their inputs and weights.
+
+    Call it when training on the CPU under bf16 autocast. It sets the ``cpu_autocast_training``
+    attribute of every submodule that has one (wrappers such as DDP or feature extractors
+    are walked through), so families opt in by giving their modules that attribute.
+    """
+    for module in model.modules():
+        if isinstance(getattr(module, "cpu_autocast_training", None), bool):
+            module.cpu_autocast_training = bool(enabled)
+    return model
+
+
+def img_size_cfg_overlay(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """``pretrained_cfg_overlay`` for a model built at ``kwargs['img_size']``, merged with the caller's.
+
+    The data pipeline reads the input size from the pretrained cfg, so a model built at
+    another size records it there (``in_chans`` too). Pops ``pretrained_cfg_overlay``.
+    """
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    img_size = kwargs.get("img_size")
+    if img_size is not None:
+        size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
+        overlay["input_size"] = (kwargs.get("in_chans", 3), *(int(s) for s in size))
+    return overlay or None
+
+
+# --- being replaced by set_cpu_autocast_training (families still call these) ---
+
+
+def cpu_autocast_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` is on the CPU while autograd records under CPU autocast (a training step)."""
     return x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
 
 
-def fp32_attention(x: torch.Tensor, num_keys: int) -> bool:
-    """Whether attention over ``num_keys`` keys runs in fp32: short keys, training, CPU autocast.
-
-    The reduced-precision CPU SDPA backward is 2-3x slower than fp32 on short key sequences
-    on CPUs without AMX; the casts cost less than that. Inference keeps the autocast dtype
-    (its forward alone gains nothing measurable), and so does everything off the CPU.
-    """
+def fp32_attention_for(x: torch.Tensor, num_keys: int) -> bool:
+    """Whether attention over ``num_keys`` keys runs in fp32: short keys, training, CPU autocast."""
     return num_keys <= FP32_ATTENTION_MAX_KEYS and cpu_autocast_training(x)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
               dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
-    """``scaled_dot_product_attention`` over ``[..., heads, tokens, head_dim]``, in the fastest dtype.
-
-    Every family calls this, so they share the rule of ``fp32_attention``: q/k/v go to fp32
-    (a no-op if the caller cast them already) and autocast is off for the call; the fp32
-    output is cast back by the autocast Linear that follows.
-    """
-    if fp32_attention(q, k.shape[-2]):
+    """``scaled_dot_product_attention``, in fp32 for short keys when training under CPU autocast."""
+    if fp32_attention_for(q, k.shape[-2]):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
                                                   dropout_p=dropout_p, scale=scale)
