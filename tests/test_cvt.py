@@ -321,7 +321,10 @@ def test_quick_gelu_mlp_without_autograd_and_folded_give_the_same_outputs():
 
 
 def test_layer_norm_runs_in_fp32_under_bf16_autocast():
-    """Statistics in fp32: with a large common offset, bf16 arithmetic would cancel badly."""
+    """Statistics in fp32: with a large common offset, bf16 arithmetic would cancel badly.
+
+    The output keeps the input dtype, autocast or not (no global state is read).
+    """
     model = small_cvt().eval()
     norm = model.stage2.blocks[0].norm1
     with torch.no_grad():
@@ -332,11 +335,29 @@ def test_layer_norm_runs_in_fp32_under_bf16_autocast():
             out = norm(x)
             out32 = norm(x.float())
         plain = norm(x.float())
-    assert out.dtype == out32.dtype == torch.bfloat16 and plain.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and out32.dtype == plain.dtype == torch.float32
     torch.testing.assert_close(plain, ref)
+    torch.testing.assert_close(out32, ref)
     # bf16 results equal the fp32 computation up to the final rounding (one bf16 ulp)
-    for got in (out, out32):
-        assert ((got.float() - ref).abs() <= ref.abs() * 2**-7 + 1e-5).all()
+    assert ((out.float() - ref).abs() <= ref.abs() * 2**-7 + 1e-5).all()
+
+
+def test_attention_gets_the_stage_compute_dtype_under_autocast(monkeypatch):
+    """Under autocast the class token promotes the last stage's residual stream to fp32; each
+    block hands its attention the normalised tokens in the embedding's dtype (one cast)."""
+    model = small_cvt().eval()
+    seen = []
+    for i in range(3):
+        attn = getattr(model, f"stage{i}").blocks[0].attn
+        attn.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert seen == [torch.bfloat16] * 3
+    seen.clear()
+    with torch.no_grad():
+        model(x)
+    assert seen == [torch.float32] * 3
 
 
 def test_bf16_autocast_close_to_fp32():

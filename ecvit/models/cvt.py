@@ -14,22 +14,21 @@ Tokens travel as ``[B, N, C]``; a stage's token grid is handed to the next stage
 as a channels-last view, so no copy is made between the convolutional and token views.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.layers import DropPath, register_notrace_function, trunc_normal_, use_fused_attn
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import attention, cpu_autocast_training, tokens_to_grid
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, tokens_to_grid
 from ecvit.models.registry import register_model
 
 __all__ = ["CvT", "checkpoint_filter_fn"]
@@ -37,28 +36,19 @@ __all__ = ["CvT", "checkpoint_filter_fn"]
 QKV_METHODS = ("dw_bn", "avg", "linear")
 GLOBAL_POOLS = ("token", "avg", "")
 LN_EPS = 1e-5  # official LayerNorm eps (transformers' CvtConfig.layer_norm_eps is unused)
+MAX_STAGES = 4  # forward_features names each stage (see CvT.forward_features)
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm with fp32 statistics and affine (the official ``LayerNorm`` subclass), eps 1e-5.
+    """LayerNorm with the official eps 1e-5, output in the input dtype.
 
-    fp32 inputs are normalised in fp32; bf16/fp16 inputs go through the kernel's fp32
-    accumulation (mean, variance and affine in fp32, fp32 weights, one rounding at the
-    end), which equals upcasting first up to that final rounding, without the two extra
-    copies. The result comes back in the autocast dtype when autocast is on (every
-    consumer, conv or Linear, would cast it anyway; casting once here saves a copy per
-    consumer), else in the input dtype.
+    bf16/fp16 inputs go through the kernel's fp32 accumulation (mean, variance and affine in
+    fp32 with the fp32 weights, one rounding at the end), which equals the official
+    upcast-first ``LayerNorm`` up to that final rounding, without the two extra copies.
     """
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim, eps=LN_EPS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        device, dtype = x.device.type, x.dtype
-        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-            dtype = torch.get_autocast_dtype(device)
-        out = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return out.to(dtype)
 
 
 class ConvEmbed(nn.Module):
@@ -83,15 +73,21 @@ class ConvProjection(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(dim, dim, kernel_size, stride, kernel_size // 2, groups=dim, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(dim)
+        # Set by set_cpu_autocast_training: in training, run this cheap conv in fp32 (oneDNN's
+        # bf16 depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX, a
+        # quarter of a CvT-13 training step; benchmarks/NOTES.md).
+        self.cpu_autocast_training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if cpu_autocast_training(x):
-            # Training under CPU autocast runs this cheap conv in fp32: oneDNN's bf16
-            # depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX
-            # (a quarter of a CvT-13 training step; see benchmarks/NOTES.md).
-            with torch.autocast("cpu", enabled=False):
-                return self.bn(self.conv(x.float()))
+        if self.cpu_autocast_training and self.training:
+            return self._forward_fp32(x)
         return self.bn(self.conv(x))
+
+    @torch.jit.unused
+    def _forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        """The switch's path: input cast once, its fp32 output goes to the Linear (autocast casts it back)."""
+        with torch.autocast("cpu", enabled=False):
+            return self.bn(self.conv(x.float()))
 
     def fuse(self) -> None:
         """Fold the (eval-mode) BatchNorm into the conv, which gains a bias."""
@@ -103,6 +99,20 @@ class ConvProjection(nn.Module):
 QUICK_GELU_SCALE = 1.702
 
 
+@register_notrace_function
+def silu_fresh(h: torch.Tensor) -> torch.Tensor:
+    """SiLU of a freshly computed tensor, in place when no autograd graph records it.
+
+    Decided by the tensor itself (``requires_grad``), not by global grad mode: in place only
+    when nothing can need ``h`` for a backward pass. A leaf for FX, which cannot trace the
+    decision.
+    """
+    return F.silu(h, inplace=not h.requires_grad)
+
+
+torch.fx.wrap("silu_fresh")
+
+
 class QuickGeluMlp(nn.Module):
     """The official MLP ``fc2(QuickGELU(fc1(x)))``, computed with one SiLU.
 
@@ -111,24 +121,25 @@ class QuickGeluMlp(nn.Module):
     gradients, one elementwise kernel (forward and backward) over the widest activation
     instead of three (-10% of a CvT-13 bf16 training step on CPU). The parameters keep the
     official values and names; the scaling is applied to them on the fly (weight-sized
-    work), or baked in once by ``fold()`` for inference. Without autograd the SiLU runs in
-    place, which saves allocating (and page-faulting) a fresh buffer of the widest
-    activation: -12% of CvT-13's CPU inference time (``benchmarks/NOTES.md``).
+    work), or baked in once by ``fold()`` for inference. When fc1's output is not recorded
+    by autograd the SiLU runs in place, which saves allocating (and page-faulting) a fresh
+    buffer of the widest activation: -12% of CvT-13's CPU inference time (``benchmarks/NOTES.md``).
     """
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.scale = QUICK_GELU_SCALE  # an attribute: TorchScript reads no module globals
         self.folded = False
 
     @torch.no_grad()
     def fold(self) -> None:
         """Bake the 1.702 scales into fc1 and fc2 (the state dict then differs from the official one)."""
         if not self.folded:
-            self.fc1.weight.mul_(QUICK_GELU_SCALE)
-            self.fc1.bias.mul_(QUICK_GELU_SCALE)
-            self.fc2.weight.div_(QUICK_GELU_SCALE)
+            self.fc1.weight.mul_(self.scale)
+            self.fc1.bias.mul_(self.scale)
+            self.fc2.weight.div_(self.scale)
             self.folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,10 +147,9 @@ class QuickGeluMlp(nn.Module):
             h = self.fc1(x)
             w2 = self.fc2.weight
         else:
-            h = F.linear(x, self.fc1.weight * QUICK_GELU_SCALE, self.fc1.bias * QUICK_GELU_SCALE)
-            w2 = self.fc2.weight / QUICK_GELU_SCALE
-        h = F.silu(h, inplace=not (torch.is_grad_enabled() and h.requires_grad))
-        return F.linear(h, w2, self.fc2.bias)
+            h = F.linear(x, self.fc1.weight * self.scale, self.fc1.bias * self.scale)
+            w2 = self.fc2.weight / self.scale
+        return F.linear(silu_fresh(h), w2, self.fc2.bias)
 
 
 def _build_projection(method: str, dim: int, kernel_size: int, stride: int) -> nn.Module | None:
@@ -149,6 +159,18 @@ def _build_projection(method: str, dim: int, kernel_size: int, stride: int) -> n
     if method == "avg":
         return nn.AvgPool2d(kernel_size, stride, kernel_size // 2, ceil_mode=True)
     return None
+
+
+def _projected_size(proj: nn.Module | None, size: int) -> int:
+    """Side of the key grid ``proj`` makes from a query grid side ``size`` (conv or ceil-mode pool)."""
+    if proj is None:
+        return size
+    if isinstance(proj, ConvProjection):
+        k, s, p = proj.conv.kernel_size[0], proj.conv.stride[0], proj.conv.padding[0]
+        return (size + 2 * p - k) // s + 1
+    k, s, p = proj.kernel_size, proj.stride, proj.padding
+    out = -(-(size + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= size + p else out  # the last window must start inside
 
 
 class ConvAttention(nn.Module):
@@ -161,6 +183,9 @@ class ConvAttention(nn.Module):
     official code, not the head width). With ``method='avg'`` queries use no conv and
     keys/values are average-pooled; with ``'linear'`` there is no conv projection at all
     (plain ViT attention; the official code declares this option but never runs it).
+
+    ``fused_attn`` (timm's switch, on by default) picks SDPA; off, the attention weights are
+    computed explicitly (``attn.softmax``), which is what ``timm.utils.AttentionExtract`` reads.
     """
 
     def __init__(
@@ -178,20 +203,24 @@ class ConvAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = dim**-0.5
         self.num_prefix_tokens = num_prefix_tokens
+        self.fused_attn = use_fused_attn()
+        # Set by set_cpu_autocast_training: in training, attention over at most fp32_max_keys
+        # keys runs in fp32 (CvT-13's last stage; the earlier, longer ones keep bf16).
+        self.cpu_autocast_training = False
+        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         self.conv_proj_q = _build_projection("linear" if method == "avg" else method, dim, kernel_size, stride_q)
         self.conv_proj_k = _build_projection(method, dim, kernel_size, stride_kv)
         self.conv_proj_v = _build_projection(method, dim, kernel_size, stride_kv)
         self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(0.0)  # no attention dropout (official); named for timm's hooks
         self.proj = nn.Linear(dim, dim)
 
-    def _project(self, proj: nn.Module | None, grid: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Conv-project the patch grid back to tokens, class token in front; identity without conv."""
-        if proj is None:
-            return x
-        y = proj(grid).flatten(2).transpose(1, 2)
-        if self.num_prefix_tokens:
+    def _with_prefix(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Conv-projected grid back to tokens, the class token (from ``x``) in front."""
+        y = y.flatten(2).transpose(1, 2)
+        if self.num_prefix_tokens > 0:
             y = torch.cat((x[:, : self.num_prefix_tokens], y), dim=1)
         return y
 
@@ -200,11 +229,38 @@ class ConvAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         grid = tokens_to_grid(x[:, self.num_prefix_tokens :], height, width)
-        q = self._heads(self.proj_q(self._project(self.conv_proj_q, grid, x)))
-        k = self._heads(self.proj_k(self._project(self.conv_proj_k, grid, x)))
-        v = self._heads(self.proj_v(self._project(self.conv_proj_v, grid, x)))
-        x = attention(q, k, v, scale=self.scale)
+        q, k, v = x, x, x
+        if self.conv_proj_q is not None:
+            q = self._with_prefix(self.conv_proj_q(grid), x)
+        if self.conv_proj_k is not None:
+            k = self._with_prefix(self.conv_proj_k(grid), x)
+        if self.conv_proj_v is not None:
+            v = self._with_prefix(self.conv_proj_v(grid), x)
+        q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        if self.cpu_autocast_training and self.training and k.shape[-2] <= self.fp32_max_keys:
+            x = fp32_attention(q, k, v, None, 0.0, self.scale)
+        elif self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            x = attn @ v
         return self.proj(x.transpose(1, 2).flatten(2))
+
+    def key_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The grid the keys lie on for a ``height x width`` query grid (the squeezed projection's output)."""
+        return _projected_size(self.conv_proj_k, height), _projected_size(self.conv_proj_k, width)
+
+    def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
+        """Class token's attention weights (``[B, heads, Nq, Nk]``) over the patch keys: ``[B, h_k, w_k]``.
+
+        Averaged over heads; None in stages without a class token.
+        """
+        if self.num_prefix_tokens == 0:
+            return None
+        keys = attn[:, :, 0, self.num_prefix_tokens :].mean(dim=1)
+        return keys.reshape(attn.shape[0], *self.key_grid(height, width))
 
 
 class Block(nn.Module):
@@ -230,8 +286,13 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = QuickGeluMlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), height, width))
+    def forward(self, x: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        """``dtype``: the stage's compute dtype (that of its embedding, see CvTStage).
+
+        The attention reads its normalised input up to nine times (three convs, the class
+        token, three Linears), so it is cast to ``dtype`` once here rather than by each of them.
+        """
+        x = x + self.drop_path(self.attn(self.norm1(x).to(dtype), height, width))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -259,6 +320,7 @@ class CvTStage(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        self.grad_checkpointing = False
         self.patch_embed = ConvEmbed(in_chans, dim, patch_size, patch_stride, patch_padding)
         self.num_prefix_tokens = int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
@@ -269,13 +331,27 @@ class CvTStage(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """``[B, C_in, H_in, W_in]`` -> ``[B, prefix + H*W, C]`` tokens and the grid size."""
+        """``[B, C_in, H_in, W_in]`` -> ``[B, prefix + H*W, C]`` tokens and the grid size.
+
+        The embedding's dtype is the stage's compute dtype (under autocast, the autocast
+        dtype its conv ran in). The class token (an fp32 parameter) promotes the residual
+        stream after it to fp32 under autocast, as in the official code; the blocks cast
+        their normalised inputs back to the compute dtype.
+        """
         x, height, width = self.patch_embed(x)
+        dtype = x.dtype
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for block in self.blocks:
-            x = block(x, height, width)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, height, width, dtype)
+            else:
+                x = block(x, height, width, dtype)
         return x, height, width
+
+    def to_grid(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """This stage's output tokens as a ``[B, C, H, W]`` map (the class token dropped)."""
+        return tokens_to_grid(x[:, self.num_prefix_tokens :], height, width)
 
 
 def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
@@ -332,6 +408,8 @@ class CvT(nn.Module):
         for method in methods:
             if method not in QKV_METHODS:
                 raise ValueError(f"qkv_method {method!r} is not one of {', '.join(QKV_METHODS)}")
+        if not 1 <= num_stages <= MAX_STAGES:
+            raise ValueError(f"CvT has 1 to {MAX_STAGES} stages, got {num_stages}")
         for dim, heads in zip(embed_dims, num_heads):
             if dim % heads:
                 raise ValueError(f"stage width {dim} is not divisible by {heads} heads")
@@ -367,6 +445,7 @@ class CvT(nn.Module):
             setattr(self, f"stage{i}", stage)
             reduction *= patch_strides[i]
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stage{i}"))
+        self.num_prefix_tokens = 1  # the last stage's class token
         self.norm = LayerNorm(embed_dims[-1])
         self.global_pool = "token"
         self.head: nn.Module = nn.Identity()
@@ -394,6 +473,29 @@ class CvT(nn.Module):
         return {f"stage{i}.cls_token" for i, s in enumerate(self._stages()) if s.cls_token is not None}
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise lr decay (timm's ``param_groups_layer_decay``).
+
+        The first embedding and the class token form the stem; a later stage's embedding
+        joins its first block (as timm's downsampling layers do); the final norm joins the
+        last block. ``coarse`` groups by stage.
+        """
+        return dict(
+            stem=r"^stage0\.patch_embed|^stage\d+\.cls_token",
+            blocks=r"^stage(\d+)" if coarse else [
+                (r"^stage(\d+)\.patch_embed", (0,)),
+                (r"^stage(\d+)\.blocks\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations."""
+        for stage in self._stages():
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -402,7 +504,7 @@ class CvT(nn.Module):
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
                 raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
-            if global_pool == "token" and self._stages()[-1].cls_token is None:
+            if global_pool == "token" and self.num_prefix_tokens == 0:
                 raise ValueError("global_pool='token' needs a class token in the last stage")
             self.global_pool = global_pool
         self.num_classes = num_classes
@@ -410,7 +512,7 @@ class CvT(nn.Module):
         self._init_weights(self.head)
 
     @torch.no_grad()
-    def fuse(self) -> CvT:
+    def fuse(self) -> "CvT":
         """Fold every projection BatchNorm into its depth-wise conv, for inference.
 
         Also bakes each MLP's QuickGELU scale into its linears (``QuickGeluMlp.fold``).
@@ -427,19 +529,28 @@ class CvT(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> normalised last-stage tokens ``[B, 1 + H*W, C]`` (class token first)."""
-        for stage in self._stages()[:-1]:
-            x, height, width = stage(x)
-            x = tokens_to_grid(x[:, stage.num_prefix_tokens :], height, width)
-        x, _, _ = self._stages()[-1](x)
+        """Image -> normalised last-stage tokens ``[B, 1 + H*W, C]`` (class token first).
+
+        The stages are the attributes ``stage0``, ``stage1``, ... (the official names, so no
+        container of them); TorchScript calls submodules only by name, so the chain is
+        written out up to ``MAX_STAGES``. ``hasattr`` is resolved when scripting, and
+        ``prune_intermediate_layers`` deletes the stages it drops.
+        """
+        x, height, width = self.stage0(x)
+        if hasattr(self, "stage1"):
+            x, height, width = self.stage1(self.stage0.to_grid(x, height, width))
+        if hasattr(self, "stage2"):
+            x, height, width = self.stage2(self.stage1.to_grid(x, height, width))
+        if hasattr(self, "stage3"):
+            x, height, width = self.stage3(self.stage2.to_grid(x, height, width))
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool the tokens (class token by default) and classify."""
+        """Pool the tokens (class token by default; '' keeps them all) and classify."""
         if self.global_pool == "token":
             x = x[:, 0]
         elif self.global_pool == "avg":
-            x = x[:, self._stages()[-1].num_prefix_tokens :].mean(dim=1)
+            x = x[:, self.num_prefix_tokens :].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -468,11 +579,10 @@ class CvT(nn.Module):
         for i, stage in enumerate(stages):
             x, height, width = stage(x)
             feat = self.norm(x) if norm and i == last else x
-            grid = tokens_to_grid(feat[:, stage.num_prefix_tokens :], height, width)
             if i in take_indices:
-                intermediates.append(grid)
+                intermediates.append(stage.to_grid(feat, height, width))
             if i < last:
-                x = grid
+                x = stage.to_grid(x, height, width)
         if intermediates_only:
             return intermediates
         if len(stages) == self.num_stages:
@@ -491,6 +601,7 @@ class CvT(nn.Module):
         for i in range(max_index + 1, self.num_stages):
             delattr(self, f"stage{i}")
         self.num_stages = max_index + 1
+        self.num_prefix_tokens = self._stages()[-1].num_prefix_tokens
         if prune_end:
             self.num_features = self.head_hidden_size = self.embed_dims[max_index]
         if prune_norm or prune_end:
@@ -556,16 +667,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 
 def _create_cvt(variant: str, pretrained: bool = False, **kwargs: Any) -> CvT:
-    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    img_size = kwargs.get("img_size")
-    if img_size is not None:  # the data pipeline reads the input size from the pretrained cfg
-        size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
-        overlay["input_size"] = (kwargs.get("in_chans", 3), *size)
     return build_model_with_cfg(
         CvT,
         variant,
         pretrained,
-        pretrained_cfg_overlay=overlay or None,
+        pretrained_cfg_overlay=img_size_cfg_overlay(kwargs),
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2)),
         **kwargs,
