@@ -81,7 +81,7 @@ def test_sizes_not_divisible_by_patch_raise():
     (dict(dw_kernels=(3,), dw_span=5), "divisor of depth"),
     (dict(dw_kernels=(3,), dw_span=0), "divisor of depth"),
     (dict(dw_kernels=(4,)), "odd positive"),
-    (dict(global_pool="avg"), "only 'token'"),
+    (dict(global_pool="max"), "global_pool 'max' is not one of"),
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -329,8 +329,10 @@ def test_head_api():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 32)
-    with pytest.raises(ValueError, match="only 'token'"):
-        model.reset_classifier(3, global_pool="avg")
+    model.reset_classifier(0, "avg")
+    torch.testing.assert_close(model.forward_head(feats), feats[:, 1:].mean(1))
+    with pytest.raises(ValueError, match="not one of"):
+        model.reset_classifier(3, global_pool="max")
 
 
 def test_forward_intermediates():

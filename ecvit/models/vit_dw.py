@@ -25,14 +25,16 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.layers import (DropPath, Mlp, PatchEmbed, register_notrace_function, resample_abs_pos_embed,
+                         trunc_normal_, use_fused_attn)
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import attention, tokens_to_grid
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, tokens_to_grid
 from ecvit.models.registry import register_model
 
 __all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
@@ -40,22 +42,48 @@ __all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "Visio
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (ViT, Dosovitskiy et al. Eq. 2)."""
+    """Multi-head self-attention with one fused qkv projection (ViT, Dosovitskiy et al. Eq. 2).
+
+    ``fused_attn`` (timm's switch, on by default) picks SDPA; off, the attention weights are
+    computed explicitly (``attn.softmax``), which is what ``timm.utils.AttentionExtract`` reads.
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.fused_attn = use_fused_attn()
+        # Set by set_cpu_autocast_training: in training, attention over at most fp32_max_keys
+        # keys runs in fp32 (small inputs only; 224 px has 197 keys and keeps bf16).
+        self.cpu_autocast_training = False
+        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.attn_drop = nn.Dropout(0.0)  # no attention dropout (DeiT); named for timm's hooks
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        x = attention(q, k, v)
+        if self.cpu_autocast_training and self.training and n <= self.fp32_max_keys:
+            x = fp32_attention(q, k, v, None, 0.0, None)
+        elif self.fused_attn:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            x = attn @ v
         return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+    def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Class token's attention weights (``[B, heads, N, N]``) over the patches: ``[B, height, width]``.
+
+        Averaged over heads.
+        """
+        return attn[:, :, 0, 1:].mean(dim=1).reshape(attn.shape[0], height, width)
 
 
 class Block(nn.Module):
@@ -138,10 +166,11 @@ class DWShortcut(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         # GELU on the sliced patch tokens makes the one necessary copy; the [B, C, H, W] view
         # of it is channels-last, which the BN and depthwise conv take without copying.
-        z = tokens_to_grid(self.act(x[:, 1:]), *grid)
+        z = tokens_to_grid(self.act(x[:, 1:]), grid[0], grid[1])
         out = self.branches[0](z)
-        for branch in self.branches[1:]:
-            out = out + branch(z)
+        for i, branch in enumerate(self.branches):  # (TorchScript cannot slice a ModuleList)
+            if i > 0:
+                out = out + branch(z)
         return out.flatten(2).transpose(1, 2)
 
     @torch.no_grad()
@@ -167,6 +196,32 @@ class DWShortcut(nn.Module):
         self.branches = nn.ModuleList([FusedDWConv(weight, bias, border)])
 
 
+torch.fx.wrap("resample_abs_pos_embed")  # timm wraps it for its own modules; FX patches by module
+
+
+@torch.fx.wrap
+@register_notrace_function
+def patch_grid(x: torch.Tensor, patch_size: int) -> tuple[int, int]:
+    """The patch grid of an image batch; a ValueError if its sides do not divide by the patch."""
+    h, w = x.shape[-2], x.shape[-1]
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"input size {h}x{w} is not divisible by the patch size {patch_size}")
+    return h // patch_size, w // patch_size
+
+
+@torch.fx.wrap
+@register_notrace_function
+def add_to_patch_tokens(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """``x[:, 1:] += update``, in place into a block's fresh output (the class position keeps +0
+    without a padded copy of the update); returns ``x``. A leaf for FX, which cannot trace
+    item assignment."""
+    x[:, 1:] += update
+    return x
+
+
+GLOBAL_POOLS = ("token", "avg", "")
+
+
 class VisionTransformerDW(nn.Module):
     """ViT (class token, learnable absolute positions) with optional depth-wise shortcuts.
 
@@ -175,6 +230,8 @@ class VisionTransformerDW(nn.Module):
             and interpolated (bicubic) for other inputs whose sides divide by ``patch_size``.
         dw_kernels: kernel sizes of the parallel shortcut branches; ``()`` gives the plain ViT.
         dw_span: number of consecutive blocks one shortcut bypasses; must divide ``depth``.
+        global_pool: 'token' (class token, DeiT), 'avg' (mean of the patch tokens) or ''
+            (no pooling: ``forward_head`` returns every token).
     """
 
     def __init__(
@@ -201,8 +258,8 @@ class VisionTransformerDW(nn.Module):
             raise ValueError(f"dw_kernels {dw_kernels} must be odd positive kernel sizes")
         if dw_span < 1 or depth % dw_span:
             raise ValueError(f"dw_span {dw_span} must be a positive divisor of depth {depth}")
-        if global_pool != "token":
-            raise ValueError(f"global_pool {global_pool!r} is not supported (only 'token')")
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.patch_size = patch_size
@@ -210,8 +267,10 @@ class VisionTransformerDW(nn.Module):
         self.num_prefix_tokens = 1
         self.dw_kernels = dw_kernels
         self.dw_span = dw_span
+        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
+        self.pos_grid = list(self.patch_embed.grid_size)  # the grid pos_embed is defined on
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as timm
@@ -238,12 +297,36 @@ class VisionTransformerDW(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise lr decay (timm's ``param_groups_layer_decay``).
+
+        As timm's ViT; each shortcut joins the last block of the span it bypasses (whose
+        output it is added to).
+        """
+        if coarse:
+            return dict(stem=r"^cls_token|^pos_embed|^patch_embed", blocks=r"^blocks\.(\d+)")
+        ends = [(rf"^shortcuts\.{s}\.", (s * self.dw_span + self.dw_span - 1,)) for s in range(len(self.shortcuts))]
+        return dict(
+            stem=r"^cls_token|^pos_embed|^patch_embed",
+            blocks=[(r"^blocks\.(\d+)", None), *ends, (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of keeping its activations."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None and global_pool != "token":
-            raise ValueError(f"global_pool {global_pool!r} is not supported (only 'token')")
+        """New (trunc_normal-initialised) ``num_classes`` head; ``global_pool`` as in ``__init__``."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Identity()
         if num_classes > 0:
@@ -253,40 +336,49 @@ class VisionTransformerDW(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch tokens, class token and (interpolated if needed) positions; also the grid size."""
-        b, _, h, w = x.shape
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"input size {h}x{w} is not divisible by the patch size {self.patch_size}")
-        grid = (h // self.patch_size, w // self.patch_size)
-        x = torch.cat([self.cls_token.expand(b, -1, -1), self.patch_embed(x)], dim=1)
-        pos = self.pos_embed
-        if grid != tuple(self.patch_embed.grid_size):
-            pos = resample_abs_pos_embed(pos, new_size=grid, old_size=self.patch_embed.grid_size,
-                                         num_prefix_tokens=1)
+        grid = patch_grid(x, self.patch_size)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), self.patch_embed(x)], dim=1)
+        pos = resample_abs_pos_embed(self.pos_embed, new_size=[grid[0], grid[1]], old_size=self.pos_grid,
+                                     num_prefix_tokens=1)  # the table itself on its own grid
         return x + pos, grid
 
-    def _run_block(
-        self, i: int, x: torch.Tensor, span_in: torch.Tensor, grid: tuple[int, int]
-    ) -> torch.Tensor:
-        """Block ``i``; at the end of a span, add the shortcut fed by the span's input."""
-        x = self.blocks[i](x)
+    def _shortcut(self, index: int, span_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Shortcut ``index``'s update for the patch tokens (TorchScript indexes a ModuleList
+        only by a literal, so a scripted model looks it up in a loop)."""
+        if not torch.jit.is_scripting():
+            return self.shortcuts[index](span_in, grid)
+        out = span_in
+        for s, shortcut in enumerate(self.shortcuts):
+            if s == index:
+                out = shortcut(span_in, grid)
+        return out
+
+    def _end_span(self, i: int, x: torch.Tensor, span_in: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """After block ``i``: at the end of a span, add the shortcut fed by the span's input."""
         s, last = divmod(i, self.dw_span)
         if last == self.dw_span - 1 and s < len(self.shortcuts):
-            # In place into the block's fresh output: the class position keeps +0 without a
-            # padded copy of the update.
-            x[:, 1:] += self.shortcuts[s](span_in, grid)
+            x = add_to_patch_tokens(x, self._shortcut(s, span_in, grid))
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, grid = self._embed(x)
         span_in = x
-        for i in range(len(self.blocks)):
+        for i, block in enumerate(self.blocks):
             if i % self.dw_span == 0:
                 span_in = x
-            x = self._run_block(i, x, span_in, grid)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x)
+            else:
+                x = block(x)
+            x = self._end_span(i, x, span_in, grid)
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0]
+        """Pool the tokens (class token by default; '' keeps them all) and classify."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,11 +401,12 @@ class VisionTransformerDW(nn.Module):
         x, grid = self._embed(x)
         span_in = x
         intermediates = []
-        last = max_index + 1 if stop_early else len(self.blocks)
-        for i in range(last):
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        for i, block in enumerate(blocks):
             if i % self.dw_span == 0:
                 span_in = x
-            x = self._run_block(i, x, span_in, grid)
+            x = checkpoint(block, x) if self.grad_checkpointing else block(x)
+            x = self._end_span(i, x, span_in, grid)
             if i in take_indices:
                 intermediates.append(self.norm(x) if norm else x)
         intermediates = [y[:, 1:] for y in intermediates]
@@ -367,6 +460,7 @@ def _create_vit_dw(variant: str, pretrained: bool = False, **kwargs: Any) -> Vis
         VisionTransformerDW,
         variant,
         pretrained,
+        pretrained_cfg_overlay=img_size_cfg_overlay(kwargs),
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
         **kwargs,
