@@ -6,8 +6,6 @@ families have, for training on CPUs under bf16 autocast, is opt-in through
 ``set_cpu_autocast_training``; it flips plain module attributes that ``forward`` reads.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch
