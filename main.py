@@ -27,11 +27,10 @@ MODES = ("train", "validate", "train_and_validate")
 
 
 def reference_defaults() -> Config:
-    """The reference CLI's defaults: the paper's model on simulated data at 224 px."""
+    """The reference CLI's defaults: the paper's model on simulated data (at its own 224 px)."""
     cfg = Config()
     cfg.model.name = "ecvit_small"
     cfg.data.dataset = "simulated"
-    cfg.data.img_size = 224
     return cfg
 
 
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         from ecvit.engine import validate
 
         cfg = config_from_args(args, TRAIN, reference_defaults())
-        validate(cfg, str(Path(cfg.output_dir) / "model_best.pth"))
+        validate(cfg, str(Path(cfg.output_dir) / "model_best.pth"), cfg.output_dir)
     return status
 
 

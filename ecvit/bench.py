@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecvit.engine.precision import Precision, resolve_device
 from ecvit.errors import UsageError
 
 AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,33 +54,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device from a flag value; a clear error when it is not usable here."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {device}: only cpu and cuda are supported")
-    return dev
-
-
 def check_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``--amp``; fp16 autocast is refused on CPU (no fast kernels)."""
-    if amp not in AMP_DTYPES:
-        raise UsageError(f"--amp {amp!r}: choose one of {', '.join(AMP_DTYPES)}")
-    if amp == "fp16" and device.type == "cpu":
-        raise UsageError("--amp fp16 needs a CUDA device; use --amp bf16 on CPU")
-    return AMP_DTYPES[amp]
+    """The autocast dtype for ``--amp`` (None when off), by the engine's precision rules."""
+    precision = Precision(amp, device.type, flag="--amp")
+    return precision.dtype if precision.enabled else None
 
 
 def autocast_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    dtype = check_amp(amp, device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return Precision(amp, device.type, flag="--amp").autocast()
 
 
 def measure_matmul_peak(
@@ -442,8 +424,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
     """
     from ecvit.models import create_model
 
-    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = resolve_device(device)
+    dev = resolve_device(getattr(args, "device", None), flag="--device")
     amp = getattr(args, "amp", None) or "off"
     check_amp(amp, dev)
     batch_size = int(getattr(args, "batch_size", None) or 32)

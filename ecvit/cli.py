@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import Config, apply_overrides, merge_dict, nested_from_key, read_yaml, validate
+from ecvit.config import Config, config_from_dict, get_key, load_config
 from ecvit.errors import TrainingError, UsageError
 
 TRAIN, VALIDATE = "train", "validate"
@@ -93,6 +93,7 @@ class Flag:
     commands: tuple[str, ...] = (TRAIN, VALIDATE)
     eval_key: str | None = None
     default_text: str | None = None  # how to show an empty config default in --help
+    const: Any = None  # with type=None: a one-way switch that sets this value (``--no-resume``)
 
     @property
     def dest(self) -> str:
@@ -105,15 +106,19 @@ class Flag:
 CONFIG_FLAGS: tuple[Flag, ...] = (
     # model
     Flag("--model", "MODEL.NAME", "registered model name (see `ecvit models`)", metavar="NAME"),
-    Flag("--embed-dims", "MODEL.EMBED_DIMS", "per-stage widths, comma-separated",
+    Flag("--drop-path", "MODEL.DROP_PATH_RATE", "stochastic depth rate of the deepest block",
+         _number, metavar="RATE", commands=(TRAIN,), default_text="the variant's"),
+    # per-stage shapes of the reference ECViT command line; they set MODEL.ARGS entries and
+    # are checked against the chosen model's own constructor (a ViT takes --num-heads 3)
+    Flag("--embed-dims", "MODEL.ARGS.EMBED_DIMS", "per-stage widths, comma-separated",
          _list_of(int, "integers"), metavar="D1,D2,..", default_text="the variant's"),
-    Flag("--depths", "MODEL.DEPTHS", "per-stage block counts, comma-separated",
+    Flag("--depths", "MODEL.ARGS.DEPTHS", "per-stage block counts, comma-separated",
          _list_of(int, "integers"), metavar="N1,N2,..", default_text="the variant's"),
-    Flag("--num-heads", "MODEL.NUM_HEADS", "per-stage attention heads, comma-separated",
+    Flag("--num-heads", "MODEL.ARGS.NUM_HEADS", "attention heads (per stage, comma-separated)",
          _list_of(int, "integers"), metavar="H1,H2,..", default_text="the variant's"),
-    Flag("--mlp-ratios", "MODEL.MLP_RATIOS", "per-stage MLP expansion ratios, comma-separated",
+    Flag("--mlp-ratios", "MODEL.ARGS.MLP_RATIOS", "per-stage MLP expansion ratios, comma-separated",
          _list_of(float, "numbers"), metavar="R1,R2,..", default_text="the variant's"),
-    Flag("--block-size", "MODEL.BLOCK_SIZE", "ECViT attention block (window) size", int,
+    Flag("--block-size", "MODEL.ARGS.BLOCK_SIZE", "ECViT attention block (window) size", int,
          metavar="N", default_text="the variant's"),
     Flag("--pretrained", "MODEL.PRETRAINED", "weights to start from (.pth, .safetensors, "
          "official CvT or transformers-layout CvT files)", metavar="PATH",
@@ -125,7 +130,8 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          "tiny-imagenet or oxford-pets", metavar="NAME"),
     Flag("--data-path", "DATA.ROOT", "dataset root folder", metavar="DIR",
          default_text="the dataset's default"),
-    Flag("--img-size", "DATA.IMG_SIZE", "input image size in pixels", int, metavar="N"),
+    Flag("--img-size", "DATA.IMG_SIZE", "input image size in pixels (a checkpoint written by "
+         "train brings its own)", int, metavar="N", default_text="digits: 32, else the model's"),
     Flag("--num-classes", "DATA.NUM_CLASSES", "classes of the simulated dataset (real "
          "datasets bring their own)", int, metavar="N"),
     Flag("--train-size", "DATA.TRAIN_SIZE", "training images of the simulated dataset",
@@ -147,7 +153,15 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          commands=(TRAIN,)),
     Flag("--amp", "TRAIN.AMP", "mixed precision", choices=("off", "bf16", "fp16")),
     Flag("--resume", "TRAIN.RESUME", "checkpoint to continue from", metavar="PATH",
-         commands=(TRAIN,), default_text="<output-dir>/checkpoint.pth when it exists"),
+         commands=(TRAIN,), default_text="<output-dir>/checkpoint.pth of the same run"),
+    Flag("--no-resume", "TRAIN.AUTO_RESUME", "start fresh even when <output-dir> holds a "
+         "checkpoint (it is overwritten)", None, commands=(TRAIN,), const=False),
+    Flag("--grad-checkpointing", "TRAIN.GRAD_CHECKPOINTING", "recompute block activations in "
+         "the backward pass: less memory, about a third more compute", None, commands=(TRAIN,)),
+    Flag("--layer-decay", "TRAIN.LAYER_DECAY", "layer-wise lr decay (e.g. 0.75 when "
+         "fine-tuning); 0 = off", _number, metavar="D", commands=(TRAIN,)),
+    Flag("--use-ema", "TEST.USE_EMA", "evaluate the EMA weights", None, commands=(VALIDATE,),
+         default_text="the EMA weights when the checkpoint has them"),
     # run
     Flag("--seed", "SEED", "random seed", int, metavar="N"),
     Flag("--device", "DEVICE", "device to run on", choices=("cuda", "cpu"),
@@ -160,14 +174,6 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
 
 PRECEDENCE = ("precedence (lowest to highest): config defaults < --cfg YAML < explicit flags < "
               "trailing KEY VALUE overrides (e.g. TRAIN.LR 0.1 MODEL.NAME cvt_13)")
-
-
-def get_key(cfg: Config, key: str) -> Any:
-    """The value of an upper-case dotted key such as ``DATA.IMG_SIZE``."""
-    obj: Any = cfg
-    for part in key.lower().split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _default_text(flag: Flag, value: Any) -> str:
@@ -194,88 +200,65 @@ def add_config_flags(parser: argparse.ArgumentParser, commands: Sequence[str],
         if not set(flag.commands) & set(commands):
             continue
         keys = list(dict.fromkeys(flag.key_for(c) for c in commands if c in flag.commands))
-        shown = _default_text(flag, get_key(base, keys[0]))
+        shown = _default_text(flag, _get_or_none(base, keys[0]))
         help_text = f"{flag.help} [{' / '.join(keys)}] (default: {shown})"
-        if flag.type is None:
+        if flag.const is not None:
+            parser.add_argument(flag.option, dest=flag.dest, action="store_const", const=flag.const,
+                                default=argparse.SUPPRESS, help=f"{flag.help} [{keys[0]} {flag.const}]")
+        elif flag.type is None:
             parser.add_argument(flag.option, dest=flag.dest, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag.option, dest=flag.dest, type=flag.type, choices=flag.choices,
                                 metavar=flag.metavar, default=argparse.SUPPRESS, help=help_text)
     parser.add_argument("--dry-run", action="store_true",
-                        help="check the configuration (and build the model on the meta device), "
-                             "print the merged config as YAML and exit")
+                        help="run the preflight (model built on the meta device, data root and "
+                             "layout read, device, precision and resume checked), print the plan "
+                             "and the resolved config as YAML, and exit without writing anything")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides after all flags, e.g. TRAIN.LR 0.1 DATA.IMG_SIZE 64")
 
 
-def config_from_args(args: argparse.Namespace, command: str, base: Config | None = None) -> Config:
-    """Defaults (``base``) < ``--cfg`` YAML < explicit flags < ``KEY VALUE`` overrides, validated."""
-    cfg = base if base is not None else Config()
-    path = getattr(args, "cfg", None)
-    if path:
-        merge_dict(cfg, read_yaml(path), source=str(path))
-    given: dict[str, str] = {}
-    for flag in CONFIG_FLAGS:  # the parser defined only the flags its command takes
-        if hasattr(args, flag.dest):
-            key = flag.key_for(command)
-            given[key] = flag.option
-            merge_dict(cfg, nested_from_key(key, getattr(args, flag.dest)), source=flag.option)
-    overrides = list(getattr(args, "overrides", None) or [])
-    for key in overrides[::2]:
-        if key.startswith("-"):
-            raise UsageError(f"flags go before the KEY VALUE overrides; found {key!r} where a "
-                             "KEY was expected")
-        given.pop(key.upper(), None)  # an override, not the flag, set this key last
-    apply_overrides(cfg, overrides)
+def _get_or_none(cfg: Config, key: str) -> Any:
     try:
-        validate(cfg)
-    except UsageError as exc:
-        message = str(exc)
-        key = next((k for k in given if message.startswith(k)), None)
-        if key:  # name the flag the user typed, not only the key
-            raise UsageError(f"{given[key]}: {message}") from None
-        raise
-    return cfg
+        return get_key(cfg, key)
+    except AttributeError:  # MODEL.ARGS.<NAME>: not set unless given
+        return None
 
 
-def check_model(cfg: Config) -> None:
-    """Build the configured model on the meta device (no memory, no compute).
+def given_flags(args: argparse.Namespace, command: str) -> dict[str, tuple[str, Any]]:
+    """``{config key: (option, value)}`` for the flags the user actually typed."""
+    return {flag.key_for(command): (flag.option, getattr(args, flag.dest))
+            for flag in CONFIG_FLAGS if hasattr(args, flag.dest)}
 
-    The model constructors validate their arguments, so a wrong-length per-stage list, a
-    width the heads do not divide or an image size the model cannot take becomes a one-line
-    UsageError before any data is read.
-    """
-    import torch
 
-    from ecvit.engine import model_kwargs
-    from ecvit.models import create_model
-
-    with torch.device("meta"):
-        create_model(cfg.model.name, num_classes=cfg.data.num_classes, img_size=cfg.data.img_size,
-                     drop_path_rate=cfg.model.drop_path_rate, **model_kwargs(cfg))
+def config_from_args(args: argparse.Namespace, command: str, base: Config | None = None) -> Config:
+    """Defaults (``base``) < ``--cfg`` YAML < explicit flags < ``KEY VALUE`` overrides, checked."""
+    return load_config(getattr(args, "cfg", None), list(getattr(args, "overrides", None) or []),
+                       base=base, flags=given_flags(args, command))
 
 
 # ----------------------------------------------------------------------------- commands
 
 
-def print_config(cfg: Config) -> None:
-    """The merged config, in the YAML layout ``--cfg`` reads (the ``--dry-run`` output)."""
+def print_plan(plan: Any) -> None:
+    """The ``--dry-run`` output: the plan as YAML comments, then the resolved config as YAML."""
     import yaml
 
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    for line in plan.describe():
+        print(f"# {line}")
+    print(yaml.safe_dump(plan.cfg.to_dict(), sort_keys=False), end="")
 
 
 def cmd_train(args: argparse.Namespace, base: Config | None = None) -> int:
     """``ecvit train`` (and ``main.py``'s training modes, with their own ``base`` defaults)."""
-    cfg = config_from_args(args, TRAIN, base)
-    check_model(cfg)
-    if args.dry_run:
-        print_config(cfg)
-        return 0
-    from ecvit.engine import train
+    from ecvit.engine import resolve, train
 
-    train(cfg)
+    plan = resolve(config_from_args(args, TRAIN, base))
+    if args.dry_run:
+        print_plan(plan)
+        return 0
+    train(plan)
     return 0
 
 
@@ -290,23 +273,47 @@ def default_checkpoint(cfg: Config) -> str:
                      f"{best} does not exist")
 
 
-def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:
-    """``ecvit validate`` (and ``main.py --mode validate``, with its own ``base`` defaults)."""
+def validate_config(args: argparse.Namespace, base: Config | None = None) -> tuple[Config, str, str | None]:
+    """The config ``validate`` runs, the checkpoint and the explicit output folder (or None).
+
+    A checkpoint written by ``train`` saved its config: that is the base, so with no other
+    flag the checkpoint is evaluated on the dataset and root it was trained on; --cfg,
+    flags and overrides still apply on top. The device is chosen afresh (a GPU run's
+    checkpoint validates on a laptop).
+    """
+    from ecvit.checkpoint import read_checkpoint
+
     cfg = config_from_args(args, VALIDATE, base)
     checkpoint = default_checkpoint(cfg)
-    if args.dry_run:
-        print_config(cfg)
-        return 0
-    from ecvit.engine import validate as run_validation
+    flags = given_flags(args, VALIDATE)
+    overrides = [str(k).upper() for k in list(getattr(args, "overrides", None) or [])[::2]]
+    explicit_out = "OUTPUT_DIR" in flags or "OUTPUT_DIR" in overrides
+    saved = read_checkpoint(checkpoint).get("config") if Path(checkpoint).is_file() else None
+    if isinstance(saved, dict):
+        trained = config_from_dict(saved, source=f"{checkpoint} (its saved config)")
+        trained.device = ""
+        trained.test.model_file = checkpoint
+        cfg = config_from_args(args, VALIDATE, trained)
+    return cfg, checkpoint, cfg.output_dir if explicit_out else None
 
-    run_validation(cfg, checkpoint)
+
+def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:
+    """``ecvit validate`` (and ``main.py --mode validate``, with its own ``base`` defaults)."""
+    from ecvit.engine import validate
+    from ecvit.engine.validate_checkpoint import validation_plan
+
+    cfg, checkpoint, output_dir = validate_config(args, base)
+    if args.dry_run:
+        print_plan(validation_plan(cfg, checkpoint)[0])
+        return 0
+    validate(cfg, checkpoint, output_dir)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ecvit.predict import format_predictions, predict
 
-    results = predict(args.checkpoint, args.images, topk=args.topk)
+    results = predict(args.checkpoint, args.images, topk=args.topk, use_ema=args.use_ema)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
     return 0
 
@@ -314,7 +321,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ecvit.export import export_model
 
-    out = export_model(args.checkpoint, args.format, args.out)
+    out = export_model(args.checkpoint, args.format, args.out, use_ema=args.use_ema)
     print(f"wrote {out}")
     return 0
 
@@ -340,6 +347,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, descriptions printed as written."""
+
+
+def _add_use_ema(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--use-ema", action=argparse.BooleanOptionalAction, default=None,
+                        help="use the EMA weights (default: the EMA weights when the checkpoint "
+                             "has them, the raw weights otherwise)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=_positive_int, default=5, metavar="K",
                    help="classes shown per image")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_use_ema(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, safetensors or TorchScript",
@@ -396,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", default=None,
                    help="output file (default: the checkpoint path with .onnx, .safetensors "
                         "or .torchscript.pt)")
+    _add_use_ema(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list registered models with parameters and MACs",
@@ -470,5 +485,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["main", "build_parser", "CONFIG_FLAGS", "Flag", "add_config_flags",
-           "config_from_args", "check_model", "default_checkpoint", "run_command", "get_key",
-           "print_config"]
+           "config_from_args", "given_flags", "validate_config", "default_checkpoint",
+           "run_command", "print_plan"]

@@ -8,6 +8,7 @@ and every value must have the field's type, otherwise a :class:`UsageError` name
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -15,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -25,21 +26,21 @@ AMP_CHOICES = ("off", "bf16", "fp16")
 OPTIMIZER_CHOICES = ("adamw", "sgd")
 SCHED_CHOICES = ("cosine", "constant")
 DEVICE_CHOICES = ("", "cpu", "cuda")
-INTERPOLATION_CHOICES = ("bilinear", "bicubic", "nearest")
+INTERPOLATION_CHOICES = ("", "bilinear", "bicubic", "nearest")
 
 
 @dataclass
 class ModelConfig:
-    """Which network to build; per-stage lists left empty keep the variant's defaults."""
+    """Which network to build. ``None`` and empty values mean "the variant's own".
+
+    Only what every family shares is a key here; any other constructor argument goes in
+    ``MODEL.ARGS`` (``{embed_dims: [64, 128], depths: [2, 2]}`` for ECViT, ``{depth: 6}``
+    for a ViT), checked against the variant's own constructor before anything runs.
+    """
 
     name: str = "ecvit_tiny"
-    drop_path_rate: float = 0.1
-    embed_dims: list[int] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)
-    num_heads: list[int] = field(default_factory=list)
-    mlp_ratios: list[float] = field(default_factory=list)
-    block_size: int = 0  # ECViT window size; 0 keeps the variant's default
-    args: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
+    drop_path_rate: float | None = None  # stochastic depth; None: the variant's own
+    args: dict[str, Any] = field(default_factory=dict)  # constructor arguments of the family
     pretrained: str = ""  # weights to start from (.pth / .safetensors / official CvT)
     finetune: bool = False  # drop a pretrained head whose class count differs
 
@@ -50,17 +51,17 @@ class DataConfig:
 
     dataset: str = "digits"
     root: str = ""
-    img_size: int = 32
+    img_size: int | None = None  # None: the dataset's native size if it has one, else the model's
     num_classes: int = 10  # used by ``simulated``; real datasets bring their own
     train_size: int = 1000  # ``simulated`` only
     val_size: int = 200  # ``simulated`` only
     download: bool = False
     workers: int = 0
     skip_bad_images: bool = False
-    mean: list[float] = field(default_factory=list)  # empty: the dataset's own statistics
+    mean: list[float] = field(default_factory=list)  # empty: the dataset's, else the model's
     std: list[float] = field(default_factory=list)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875  # eval resize = img_size / crop_pct, then center crop
+    interpolation: str = ""  # empty: the model's pretrained_cfg
+    crop_pct: float | None = None  # eval resize = img_size / crop_pct, then center crop; None: the model's
 
 
 @dataclass
@@ -103,6 +104,8 @@ class TrainConfig:
     sync_bn: bool = False
     resume: str = ""  # checkpoint to continue from; "" = auto-resume from output_dir
     auto_resume: bool = True
+    grad_checkpointing: bool = False  # recompute block activations in backward (less memory)
+    layer_decay: float = 0.0  # >0: layer-wise lr decay (timm's --layer-decay), e.g. 0.75
 
 
 @dataclass
@@ -111,6 +114,7 @@ class TestConfig:
 
     batch_size: int = 128
     model_file: str = ""
+    use_ema: bool | None = None  # None: the EMA weights when the checkpoint has them
 
 
 @dataclass
@@ -129,13 +133,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Upper-case nested dict, the same layout a YAML experiment uses."""
         return _to_upper_dict(self)
-
-    def resolved_device(self) -> str:
-        import torch
-
-        if self.device:
-            return self.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ----------------------------------------------------------------------------- loading
@@ -163,13 +160,36 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     base: Config | None = None,
+    flags: Mapping[str, tuple[str, Any]] | None = None,
 ) -> Config:
-    """Defaults (or ``base``) <- YAML file <- ``KEY VALUE`` overrides, then validated."""
-    cfg = base if base is not None else Config()
+    """The one config builder: defaults (or ``base``) < YAML < flags < ``KEY VALUE`` overrides.
+
+    ``flags`` maps a dotted key (``TRAIN.LR``) to ``(option, value)``, e.g. what the user
+    typed as ``--lr 0.1``; an error about that key names the option. The result is checked
+    (:func:`check_config`) but not resolved: ``None`` still means "the variant's own" until
+    :func:`ecvit.engine.plan.resolve` turns it into a plan.
+    """
+    cfg = copy.deepcopy(base) if base is not None else Config()
     if path:
         merge_dict(cfg, read_yaml(path), source=str(path))
-    apply_overrides(cfg, overrides)
-    validate(cfg)
+    given = dict(flags or {})
+    for key, (option, value) in given.items():
+        merge_dict(cfg, nested_from_key(key, value), source=option)
+    items = list(overrides)
+    for key in items[::2]:
+        if str(key).startswith("-"):
+            raise UsageError(f"flags go before the KEY VALUE overrides; found {key!r} where a "
+                             "KEY was expected")
+        given.pop(str(key).upper(), None)  # an override, not the flag, set this key last
+    apply_overrides(cfg, items)
+    try:
+        check_config(cfg)
+    except UsageError as exc:
+        message = str(exc)
+        key = next((k for k in given if message.startswith(k)), None)
+        if key:  # name the flag the user typed, not only the key
+            raise UsageError(f"{given[key][0]}: {message}") from None
+        raise
     return cfg
 
 
@@ -206,14 +226,27 @@ def merge_dict(obj: Any, data: dict[str, Any], source: str, prefix: str = "") ->
         dotted = f"{prefix}{str(key).upper()}"
         name = str(key).lower()
         if name not in names:
-            raise UsageError(f"{source}: unknown key {dotted}{_suggest(name, names, prefix)}")
+            hint = _suggest(name, names, prefix)
+            if prefix == "MODEL." and not hint:
+                hint = f" (a model's own constructor arguments go in MODEL.ARGS: MODEL.ARGS.{name.upper()})"
+            raise UsageError(f"{source}: unknown key {dotted}{hint}")
         current = getattr(obj, name)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, dict) and isinstance(value, dict):  # MODEL.ARGS: merged, keys lower-case
+            current.update({str(k).lower(): v for k, v in value.items()})
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise UsageError(f"{source}: {dotted} must be a section (mapping), got {_short(value)}")
             merge_dict(current, value, source, prefix=f"{dotted}.")
         else:
             setattr(obj, name, coerce(value, hints[name], dotted, source))
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of an upper-case dotted key such as ``DATA.IMG_SIZE``."""
+    obj: Any = cfg
+    for part in key.lower().split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def nested_from_key(key: str, value: Any) -> dict[str, Any]:
@@ -313,8 +346,8 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
 # -------------------------------------------------------------------------- validation
 
 
-def validate(cfg: Config) -> None:
-    """Reject values no run could use, naming the key; architecture checks live in models."""
+def check_config(cfg: Config) -> None:
+    """Reject values no run could use, naming the key; model arguments are checked by the plan."""
     _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
@@ -330,16 +363,14 @@ def validate(cfg: Config) -> None:
         ("TRAIN.ACCUM_STEPS", cfg.train.accum_steps),
         ("TEST.BATCH_SIZE", cfg.test.batch_size),
     ):
-        if value <= 0:
+        if value is not None and value <= 0:
             raise UsageError(f"{key} must be positive, got {value}")
     for key, value in (
         ("TRAIN.LR", cfg.train.lr),
         ("TRAIN.WEIGHT_DECAY", cfg.train.weight_decay),
         ("TRAIN.WARMUP_EPOCHS", cfg.train.warmup_epochs),
         ("TRAIN.CLIP_GRAD", cfg.train.clip_grad),
-        ("MODEL.DROP_PATH_RATE", cfg.model.drop_path_rate),
         ("DATA.WORKERS", cfg.data.workers),
-        ("MODEL.BLOCK_SIZE", cfg.model.block_size),
     ):
         if value < 0:
             raise UsageError(f"{key} must not be negative, got {value}")
@@ -351,12 +382,13 @@ def validate(cfg: Config) -> None:
         ("AUG.HFLIP", cfg.aug.hflip),
         ("AUG.LABEL_SMOOTHING", cfg.aug.label_smoothing),
         ("MODEL.DROP_PATH_RATE", cfg.model.drop_path_rate),
+        ("TRAIN.LAYER_DECAY", cfg.train.layer_decay),
     ):
-        if not 0.0 <= value <= 1.0:
+        if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"{key} must be in [0, 1], got {value}")
     if cfg.aug.mixup < 0 or cfg.aug.cutmix < 0:
         raise UsageError("AUG.MIXUP and AUG.CUTMIX must not be negative")
-    if not 0.0 < cfg.data.crop_pct <= 1.0:
+    if cfg.data.crop_pct is not None and not 0.0 < cfg.data.crop_pct <= 1.0:
         raise UsageError(f"DATA.CROP_PCT must be in (0, 1], got {cfg.data.crop_pct}")
     if len(cfg.aug.scale) != 2 or not 0 < cfg.aug.scale[0] <= cfg.aug.scale[1] <= 1:
         raise UsageError(f"AUG.SCALE must be two numbers 0 < lo <= hi <= 1, got {cfg.aug.scale}")
@@ -365,14 +397,6 @@ def validate(cfg: Config) -> None:
             raise UsageError(f"{key} must have 1 or 3 values, got {len(stats)}")
     if any(s <= 0 for s in cfg.data.std):
         raise UsageError(f"DATA.STD values must be positive, got {cfg.data.std}")
-    for key, values in (
-        ("MODEL.EMBED_DIMS", cfg.model.embed_dims),
-        ("MODEL.DEPTHS", cfg.model.depths),
-        ("MODEL.NUM_HEADS", cfg.model.num_heads),
-        ("MODEL.MLP_RATIOS", cfg.model.mlp_ratios),
-    ):
-        if any(v <= 0 for v in values):
-            raise UsageError(f"{key} values must be positive, got {values}")
 
 
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -417,6 +441,7 @@ __all__ = [
     "apply_overrides",
     "merge_dict",
     "save_config",
-    "validate",
+    "check_config",
+    "get_key",
     "coerce",
 ]

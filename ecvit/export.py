@@ -26,9 +26,11 @@ ONNX_OPSET = 18
 META_FILE = "ecvit_meta.json"
 
 
-def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None,
+                 use_ema: bool | None = None) -> Path:
     """Export ``checkpoint`` to ``fmt``; ``out`` defaults to the checkpoint path with the
-    format's suffix. Returns the written path."""
+    format's suffix; ``use_ema`` None exports the EMA weights when the checkpoint has them.
+    Returns the written path."""
     from ecvit.engine import load_for_inference
 
     if fmt not in FORMATS:
@@ -39,7 +41,8 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
         raise UsageError(f"--out {out} would overwrite the checkpoint being exported")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    model, meta = load_for_inference(str(checkpoint))
+    model, spec = load_for_inference(str(checkpoint), use_ema)
+    meta = spec.to_meta()
     if fmt == "safetensors":
         export_safetensors(model, meta, out)
     elif fmt == "onnx":

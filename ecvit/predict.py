@@ -15,9 +15,11 @@ import torch
 CHUNK = 32  # images per forward pass: bounded memory for any number of files
 
 
-def predict(checkpoint: str | Path, images: Sequence[str | Path], topk: int = 5
-            ) -> list[dict[str, Any]]:
+def predict(checkpoint: str | Path, images: Sequence[str | Path], topk: int = 5,
+            use_ema: bool | None = None) -> list[dict[str, Any]]:
     """``[{"image": path, "top": [{"class", "index", "prob"}, ...]}, ...]`` in input order.
+
+    ``use_ema`` None uses the EMA weights when the checkpoint has them (``--use-ema``).
 
     Every image is read before the model runs, so a bad file fails fast with a
     :class:`~ecvit.errors.DataError` naming it.
@@ -25,12 +27,12 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], topk: int = 5
     from ecvit.data import build_eval_transform, load_image
     from ecvit.engine import load_for_inference
 
-    model, meta = load_for_inference(str(checkpoint))
-    transform = build_eval_transform(meta["img_size"], meta["mean"], meta["std"],
-                                     meta["interpolation"], meta["crop_pct"])
+    model, spec = load_for_inference(str(checkpoint), use_ema)
+    transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
+                                     spec.crop_pct)
     tensors = [transform(load_image(path)) for path in images]
-    names = meta["class_names"]
-    k = min(topk, meta["num_classes"])
+    names = spec.class_names
+    k = min(topk, spec.num_classes)
     results = []
     with torch.inference_mode():
         for start in range(0, len(tensors), CHUNK):

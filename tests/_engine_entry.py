@@ -46,8 +46,8 @@ def main(argv: list[str]) -> int:
         if mode in ("train", "train_validate"):
             train(cfg)
         if mode in ("validate", "train_validate"):
-            cfg.output_dir = str(out / f"val_w{os.environ.get('WORLD_SIZE', '1')}")
-            validate(cfg, str(out / "checkpoint.pth"))
+            report_dir = str(out / f"val_w{os.environ.get('WORLD_SIZE', '1')}")
+            validate(cfg, str(out / "checkpoint.pth"), output_dir=report_dir)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

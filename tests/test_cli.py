@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
+from ecvit.engine import resolve
 from ecvit.cli import CONFIG_FLAGS, TRAIN, VALIDATE, build_parser, config_from_args, get_key, main
 from ecvit.config import Config, load_config
 from ecvit.engine import model_kwargs
@@ -51,8 +53,10 @@ def test_help_documents_every_subcommand(capsys):
 
 
 @pytest.mark.parametrize("command, expected", [
-    ("train", ["(default: ecvit_tiny)", "(default: digits)", "(default: 32)", "(default: output)",
-               "KEY VALUE", "precedence", "[TRAIN.LR]"]),
+    ("train", ["(default: ecvit_tiny)", "(default: digits)", "(default: digits: 32, else the model's)",
+               "(default: output)", "KEY VALUE", "precedence", "[TRAIN.LR]",
+               "[MODEL.DROP_PATH_RATE] (default: the variant's)", "--no-resume",
+               "[MODEL.ARGS.NUM_HEADS]"]),
     ("validate", ["[TEST.BATCH_SIZE] (default: 128)", "--checkpoint PATH"]),
     ("predict", ["(default: 5)"]),
     ("export", ["{onnx,safetensors,torchscript}"]),
@@ -75,21 +79,36 @@ def test_version(capsys):
 # ------------------------------------------------------------------------ flag table
 
 
+def key_value(cfg, key):
+    """A config key's value; ``MODEL.ARGS.<NAME>`` reads the MODEL.ARGS entry."""
+    if key.startswith("MODEL.ARGS."):
+        return cfg.model.args[key.split(".")[-1].lower()]
+    return get_key(cfg, key)
+
+
 def test_flag_table_maps_each_flag_to_one_existing_key():
+    from ecvit.models.registry import model_arguments
+
     options = [f.option for f in CONFIG_FLAGS]
     assert len(options) == len(set(options))
     cfg = Config()
+    ecvit_args = model_arguments("ecvit_small")  # the reference CLI's shape flags are ECViT's
     for command in (TRAIN, VALIDATE):
         keys = [f.key_for(command) for f in CONFIG_FLAGS if command in f.commands]
         assert len(keys) == len(set(keys)), f"two {command} flags set the same key"
         for key in keys:
-            get_key(cfg, key)  # raises AttributeError for a key the config does not have
+            if key.startswith("MODEL.ARGS."):
+                assert key.split(".")[-1].lower() in ecvit_args, key
+            else:
+                get_key(cfg, key)  # raises AttributeError for a key the config does not have
 
 
 SAMPLES = {int: ("7", 7), str: ("somewhere", "somewhere")}
 
 
 def _sample(flag):
+    if flag.const is not None:
+        return [flag.option], flag.const
     if flag.type is None:
         return [flag.option], True
     if flag.choices:
@@ -98,7 +117,7 @@ def _sample(flag):
         return [flag.option, "2,4,6"], [2, 4, 6]
     if flag.option == "--mlp-ratios":
         return [flag.option, "2,3.5"], [2.0, 3.5]
-    if flag.option in ("--lr", "--weight-decay"):
+    if flag.option in ("--lr", "--weight-decay", "--drop-path", "--layer-decay"):
         return [flag.option, "0.25"], 0.25
     text, value = SAMPLES[flag.type]
     return [flag.option, text], value
@@ -111,7 +130,7 @@ def test_every_flag_sets_its_key(command):
             continue
         argv, value = _sample(flag)
         cfg = config_from_args(parse([command, *argv]), command)
-        assert get_key(cfg, flag.key_for(command)) == value, flag.option
+        assert key_value(cfg, flag.key_for(command)) == value, flag.option
 
 
 def test_batch_size_is_the_eval_batch_for_validate():
@@ -136,7 +155,7 @@ def test_precedence_defaults_yaml_flags_overrides(tmp_path, capsys):
     assert cfg["TRAIN"]["BATCH_SIZE"] == 4  # flag beats YAML
     assert cfg["TRAIN"]["EPOCHS"] == 7 and cfg["DATA"]["IMG_SIZE"] == 48  # unset flags keep YAML
     assert cfg["TRAIN"]["WEIGHT_DECAY"] == Config().train.weight_decay  # defaults underneath
-    assert cfg == load_config(path, ["TRAIN.LR", "0.1", "TRAIN.BATCH_SIZE", "4"]).to_dict()
+    assert cfg == resolve(load_config(path, ["TRAIN.LR", "0.1", "TRAIN.BATCH_SIZE", "4"])).cfg.to_dict()
 
 
 def test_no_arguments_trains_ecvit_tiny_on_digits(capsys):
@@ -175,7 +194,9 @@ def test_usage_errors_are_one_line_exit_2(argv, fragment, capsys):
 @pytest.mark.parametrize("document, fragment", [
     ("TRAIN:\n  EPOCH: 3\n", "unknown key TRAIN.EPOCH (did you mean TRAIN.EPOCHS?)"),
     ("TRAIN:\n  LR: fast\n", "TRAIN.LR must be a finite number"),
-    ("MODEL:\n  DEPTHS: [1, two]\n", "MODEL.DEPTHS[1] must be an integer"),
+    ("AUG:\n  SCALE: [0.5, big]\n", "AUG.SCALE[1] must be a finite number"),
+    ("MODEL:\n  DEPTHS: [1, 2]\n", "unknown key MODEL.DEPTHS (a model's own constructor arguments "
+                                     "go in MODEL.ARGS: MODEL.ARGS.DEPTHS)"),
     ("DATA: 3\n", "DATA must be a section"),
     ("- just\n- a list\n", "expected a mapping"),
     ("TRAIN: {LR: [\n", "not valid YAML"),
@@ -282,9 +303,13 @@ def test_dw_recipes_follow_the_paper():
         assert a.rand_augment and cfg.data.img_size == 224, path
 
 
-def test_experiment_through_cli_with_override(capsys):
+def test_experiment_through_cli_with_override(tmp_path, capsys):
+    for split in ("train", "val"):  # the preflight reads the data root: a two-class stand-in
+        for name in ("n01", "n02"):
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / name / "a.png")
     cfg = dry_run_config(["train", "--cfg", str(ROOT / "experiments/imagenet/cvt/cvt-13-224x224.yaml"),
-                          "TRAIN.LR", "0.1"], capsys)
+                          "TRAIN.LR", "0.1", "DATA.ROOT", str(tmp_path), "TRAIN.AMP", "bf16"], capsys)
     assert cfg["TRAIN"]["LR"] == 0.1 and cfg["TRAIN"]["EPOCHS"] == 300
     assert cfg["MODEL"]["NAME"] == "cvt_13"
 
@@ -351,12 +376,13 @@ def test_validate_defaults_to_the_runs_best_checkpoint(trained, tmp_path, capsys
     code, out, err = run_main(["validate", *TINY[:10], "--device", "cpu", "--output-dir",
                                str(trained)], capsys)
     assert code == 0, err
-    result = json.loads((trained / "validate.json").read_text())
+    result = json.loads((trained / "model_best.validate.json").read_text())
     assert result["num_samples"] == 24 and str(trained / "model_best.pth") in out
     code, _, err = run_main(["validate", *TINY[:10], "--output-dir", str(tmp_path),
                              "--checkpoint", str(trained / "model_best.pth")], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "validate.json").read_text())["top1"] == result["top1"]
+    assert json.loads((tmp_path / "model_best.validate.json").read_text())["top1"] == result["top1"]
+    assert (tmp_path / "model_best.confusion.png").is_file()
 
 
 @pytest.mark.slow

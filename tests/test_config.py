@@ -1,6 +1,7 @@
 import pytest
 
-from ecvit.config import Config, load_config, config_from_dict, save_config
+from ecvit.config import Config, config_from_dict, load_config, save_config
+from ecvit.engine.plan import check_model_args
 from ecvit.errors import UsageError
 
 
@@ -13,12 +14,26 @@ def test_defaults_validate():
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("MODEL:\n  NAME: cvt_13\nTRAIN:\n  LR: 0.00025\n  EPOCHS: 300\n")
-    cfg = load_config(path, ["TRAIN.LR", "0.1", "MODEL.EMBED_DIMS", "64,192,384", "TRAIN.EMA", "true"])
+    cfg = load_config(path, ["TRAIN.LR", "0.1", "MODEL.ARGS.EMBED_DIMS", "64,192,384", "TRAIN.EMA", "true"])
     assert cfg.model.name == "cvt_13"
     assert cfg.train.lr == pytest.approx(0.1)
     assert cfg.train.epochs == 300
-    assert cfg.model.embed_dims == [64, 192, 384]
+    assert cfg.model.args == {"embed_dims": "64,192,384"}
+    assert check_model_args("cvt_13", cfg.model.args) == {"embed_dims": [64, 192, 384]}
     assert cfg.train.ema is True
+
+
+def test_unset_generic_keys_mean_the_variants_own():
+    cfg = Config()
+    assert cfg.model.drop_path_rate is None and cfg.data.img_size is None
+    assert cfg.data.interpolation == "" and cfg.data.crop_pct is None
+
+
+def test_model_args_merge_key_by_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("MODEL:\n  ARGS:\n    DEPTH: 6\n    num_heads: 4\n")
+    cfg = load_config(path, ["MODEL.ARGS.DEPTH", "2"])
+    assert cfg.model.args == {"depth": 2, "num_heads": 4}
 
 
 def test_round_trip_through_dict(tmp_path):

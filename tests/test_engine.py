@@ -20,7 +20,7 @@ from PIL import Image
 from _engine_helpers import MODEL, ProbeNet, assert_same_weights, tiny_cfg, weights
 from ecvit.checkpoint import read_checkpoint
 from ecvit.config import Config
-from ecvit.engine import build_model, load_for_inference, model_kwargs, train, validate
+from ecvit.engine import build_model, load_for_inference, model_kwargs, resolve, train, validate
 from ecvit.engine.optim import build_optimizer, build_scheduler, build_train_loss, scaled_lr
 from ecvit.errors import CheckpointError, DataError, TrainingError, UsageError
 
@@ -81,13 +81,14 @@ def test_train_beats_chance_and_writes_every_output(trained):
     assert len(csv_lines) == 5
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "tb").glob("events.out.tfevents.*"))
-    assert yaml.safe_load((out / "config.yaml").read_text()) == cfg.to_dict()
+    resolved = resolve(cfg).cfg.to_dict()  # the run records concrete values, not "the variant's own"
+    assert yaml.safe_load((out / "config.yaml").read_text()) == resolved
 
     ckpt = torch.load(out / "checkpoint.pth", map_location="cpu", weights_only=True)
     assert CONTRACT_KEYS <= set(ckpt)
     assert ckpt["epoch"] == 4 and ckpt["model_name"] == MODEL
     assert ckpt["num_classes"] == 4 and len(ckpt["class_names"]) == 4
-    assert ckpt["config"] == cfg.to_dict()
+    assert ckpt["config"] == resolved
     best = torch.load(out / "model_best.pth", map_location="cpu", weights_only=True)
     best_epoch = max(rows, key=lambda r: r["val_top1"])["epoch"]
     assert best["epoch"] == best_epoch and best["best_top1"] == rows[-1]["best_top1"]
@@ -107,19 +108,26 @@ def test_validate_reproduces_training_metrics(trained, tmp_path):
     per_class = report["per_class"]
     assert list(per_class) == read_checkpoint(out / "checkpoint.pth")["class_names"]
     assert all(0 <= v <= 100 for v in per_class.values())
-    assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "validate.json").read_text())["top1"] == report["top1"]
+    # results sit beside the checkpoint, named after it: another run's files are never touched
+    assert (out / "checkpoint.confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "checkpoint.validate.json").read_text())["top1"] == report["top1"]
+    validate(cfg, str(out / "checkpoint.pth"), output_dir=str(tmp_path))
+    assert json.loads((tmp_path / "checkpoint.validate.json").read_text())["top1"] == report["top1"]
 
 
 @pytest.mark.slow
 def test_load_for_inference_rebuilds_the_trained_model(trained):
     cfg, out, _ = trained
-    model, meta = load_for_inference(str(out / "model_best.pth"))
+    model, spec = load_for_inference(str(out / "model_best.pth"))
     assert not model.training
-    assert meta["model_name"] == MODEL and meta["num_classes"] == 4
-    assert meta["img_size"] == 32 and meta["mean"] == [0.5, 0.5, 0.5]
-    assert set(meta) == {"model_name", "model_args", "num_classes", "class_names", "img_size",
-                         "mean", "std", "interpolation", "crop_pct"}
+    assert spec.model_name == MODEL and spec.num_classes == 4
+    assert spec.img_size == 32 and spec.mean == (0.5, 0.5, 0.5)
+    assert spec.dataset == "simulated" and spec.has_ema is False
+    # the rebuilt model carries the checkpoint's preprocessing for timm's data tools
+    from timm.data import resolve_data_config
+
+    data_cfg = resolve_data_config(model=model)
+    assert data_cfg["input_size"] == (3, 32, 32) and data_cfg["mean"] == (0.5, 0.5, 0.5)
     assert_same_weights(model.state_dict(), weights(out / "model_best.pth"))
 
 
@@ -243,8 +251,10 @@ def test_drop_path_rate_reaches_the_model():
 
 
 def test_model_kwargs_maps_stage_lists_and_args():
-    cfg = tiny_cfg("unused", "MODEL.EMBED_DIMS", "32,64", "MODEL.DEPTHS", "1,1",
-                   "MODEL.NUM_HEADS", "1,2", "MODEL.MLP_RATIOS", "2,2", "MODEL.BLOCK_SIZE", "2")
+    cfg = tiny_cfg("unused", "MODEL.ARGS.EMBED_DIMS", "32,64", "MODEL.ARGS.DEPTHS", "1,1",
+                   "MODEL.ARGS.NUM_HEADS", "1,2", "MODEL.ARGS.MLP_RATIOS", "2,2",
+                   "MODEL.ARGS.BLOCK_SIZE", "2")
+    cfg = resolve(cfg).cfg  # the plan brings the text values to the constructor's types
     assert model_kwargs(cfg) == {"embed_dims": [32, 64], "depths": [1, 1], "num_heads": [1, 2],
                                  "mlp_ratios": [2.0, 2.0], "block_size": 2}
     model = build_model(cfg, 3)
@@ -278,7 +288,7 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
         ProbeNet.created.clear()
         out = tmp_path / clip
         train(probe_cfg(out, *common, "TRAIN.CLIP_GRAD", clip))
-        start, end = ProbeNet.created[0], weights(out / "checkpoint.pth")
+        start, end = ProbeNet.created[-1], weights(out / "checkpoint.pth")  # [-1]: after the plan's meta builds
         moved[clip] = torch.sqrt(sum(((end[k] - start[k]) ** 2).sum() for k in start)).item()
     assert moved["0.001"] <= 0.5 * 0.001 * 1.9 * (1 + 1e-4)
     assert moved["0"] > 10 * moved["0.001"]
@@ -423,7 +433,7 @@ def test_validate_errors(tmp_path):
         validate(cfg, str(tmp_path / "missing.pth"))
     train(cfg)
     cfg.data.num_classes = 5
-    with pytest.raises(CheckpointError, match="predicts 4 classes .* has 5"):
+    with pytest.raises(CheckpointError, match="trained on simulated with 4 classes .* simulated has 5"):
         validate(cfg, str(tmp_path / "checkpoint.pth"))
     cfg.data.num_classes = 4
     cfg.test.model_file = str(tmp_path / "checkpoint.pth")
@@ -448,10 +458,10 @@ def test_grad_scaler_skips_overflowing_steps_without_failing(tmp_path, monkeypat
     A scale so large that the scaled loss overflows makes the scaler skip steps and back
     off: normal fp16 behaviour, which must not count as a non-finite loss.
     """
-    from ecvit.engine import trainer
+    from ecvit.engine.precision import Precision
 
-    monkeypatch.setattr(trainer, "build_grad_scaler",
-                        lambda amp, device: torch.amp.GradScaler("cpu", init_scale=init_scale))
+    monkeypatch.setattr(Precision, "grad_scaler",
+                        lambda self: torch.amp.GradScaler("cpu", init_scale=init_scale))
     ProbeNet.created.clear()
     result = train(probe_cfg(tmp_path, "TRAIN.CLIP_GRAD", "1.0"))
     assert math.isfinite(result["train_loss"])
@@ -460,5 +470,5 @@ def test_grad_scaler_skips_overflowing_steps_without_failing(tmp_path, monkeypat
         assert ckpt["scaler"]["scale"] < init_scale  # skipped (and backed off), run went on
     else:
         assert ckpt["scaler"]["scale"] == init_scale  # no overflow, no skip
-        start, end = ProbeNet.created[0], ckpt["model"]
+        start, end = ProbeNet.created[-1], ckpt["model"]
         assert any(not torch.equal(start[k], end[k]) for k in start)

@@ -35,13 +35,17 @@ def test_reference_defaults_and_flags(capsys):
     code, out, err = run_main(["--mode", "train", "--dry-run", "--embed-dims", "64,128,192",
                                "--depths", "1,1,1", "--num-heads", "2,4,6", "--mlp-ratios",
                                "2,2,2", "--block-size", "4", "--optimizer", "sgd", "--lr", "0.05",
-                               "--weight-decay", "0.0001", "--seed", "5", "--resume", "x.pth"],
+                               "--weight-decay", "0.0001", "--seed", "5", "--no-resume"],
                               capsys)
     assert code == 0, err
     cfg = yaml.safe_load(out)
-    assert cfg["MODEL"]["EMBED_DIMS"] == [64, 128, 192] and cfg["MODEL"]["BLOCK_SIZE"] == 4
-    assert cfg["MODEL"]["MLP_RATIOS"] == [2.0, 2.0, 2.0] and cfg["TRAIN"]["OPTIMIZER"] == "sgd"
-    assert (cfg["TRAIN"]["LR"], cfg["TRAIN"]["RESUME"], cfg["SEED"]) == (0.05, "x.pth", 5)
+    args = cfg["MODEL"]["ARGS"]  # the reference shape flags are ECViT's constructor arguments
+    assert args["embed_dims"] == [64, 128, 192] and args["block_size"] == 4
+    assert args["mlp_ratios"] == [2.0, 2.0, 2.0] and cfg["TRAIN"]["OPTIMIZER"] == "sgd"
+    assert (cfg["TRAIN"]["LR"], cfg["TRAIN"]["AUTO_RESUME"], cfg["SEED"]) == (0.05, False, 5)
+    # the preflight refuses what the run would fail on: a --resume file that is not there
+    code, _, err = run_main(["--mode", "train", "--dry-run", "--resume", "x.pth"], capsys)
+    assert code == 2 and "TRAIN.RESUME: checkpoint not found: x.pth" in err
 
 
 def test_help_shows_the_reference_defaults(capsys):
@@ -49,7 +53,7 @@ def test_help_shows_the_reference_defaults(capsys):
     flat = " ".join(out.split())
     assert code == 0 and "--mode {train,validate,train_and_validate}" in flat
     assert "(default: ecvit_small)" in flat and "(default: simulated)" in flat
-    assert "(default: 224)" in flat and "cuda when available" in flat
+    assert "(default: digits: 32, else the model's)" in flat and "cuda when available" in flat
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -68,21 +72,22 @@ def test_all_three_modes(tmp_path, capsys):
     first = tmp_path / "first"
     code, out, err = run_main(["--mode", "train", *TINY, "--output-dir", str(first)], capsys)
     assert code == 0, err
-    assert (first / "model_best.pth").is_file() and not (first / "validate.json").exists()
+    assert (first / "model_best.pth").is_file() and not list(first.glob("*validate.json"))
     top1 = json.loads((first / "metrics.json").read_text())[-1]["val_top1"]
 
     code, out, err = run_main(["--mode", "validate", *TINY, "--output-dir", str(tmp_path / "val"),
                                "--checkpoint", str(first / "model_best.pth")], capsys)
     assert code == 0, err
-    result = json.loads((tmp_path / "val" / "validate.json").read_text())
+    result = json.loads((tmp_path / "val" / "model_best.validate.json").read_text())
     assert result["num_samples"] == 20 and result["top1"] == pytest.approx(top1)
-    assert (tmp_path / "val" / "confusion.png").is_file()
+    assert (tmp_path / "val" / "model_best.confusion.png").is_file()
 
     both = tmp_path / "both"
     code, out, err = run_main(["--mode", "train_and_validate", *TINY, "--output-dir", str(both)],
                               capsys)
     assert code == 0, err
-    assert json.loads((both / "validate.json").read_text())["checkpoint"] == str(both / "model_best.pth")
+    result = json.loads((both / "model_best.validate.json").read_text())
+    assert result["checkpoint"] == str(both / "model_best.pth")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from ecvit.cli import main
 from ecvit.config import Config
 from ecvit.data import build_eval_transform, load_image
 from ecvit.engine import build_model, model_kwargs
-from ecvit.engine.builder import checkpoint_meta
+from ecvit.engine.builder import training_spec
 from ecvit.export import export_model
 from ecvit.predict import predict
 
@@ -39,7 +39,7 @@ def make_checkpoint(path, name="ecvit_tiny", mean=(0.3, 0.4, 0.5), std=(0.2, 0.2
             module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
-    meta = checkpoint_meta(cfg, len(CLASSES), CLASSES, list(mean), list(std), crop_pct)
+    meta = training_spec(cfg, CLASSES, list(mean), list(std), crop_pct, has_ema=False).to_meta()
     assert meta["model_args"] == model_kwargs(cfg)
     save_atomic({"model": model.state_dict(), **meta, "epoch": 1}, path)
     return model.eval(), meta
@@ -165,12 +165,26 @@ def test_safetensors_export_is_a_checkpoint_for_predict_and_validate(ckpt, image
     assert loaded["class_names"] == CLASSES and loaded["img_size"] == 32
     assert predict(out, images) == predict(path, images)
 
+    # another dataset's classes: refused, never a meaningless number
     code, stdout, err = run_main(["validate", "--checkpoint", str(out), "--dataset", "simulated",
                                   "--num-classes", "3", "--train-size", "12", "--val-size", "9",
                                   "--device", "cpu", "--output-dir", str(tmp_path / "val")],
                                  capsys)
+    assert code == 2 and "cat, dog, owl" in err and "simulated has 3 (0, 1, 2)" in err, err
+    assert not (tmp_path / "val").exists()
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{i}.png")
+    code, stdout, err = run_main(["validate", "--checkpoint", str(out), "--dataset", "folder",
+                                  "--data-path", str(root), "--device", "cpu",
+                                  "--output-dir", str(tmp_path / "val")], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "val" / "validate.json").read_text())["num_samples"] == 9
+    assert json.loads((tmp_path / "val" / "model.validate.json").read_text())["num_samples"] == 9
 
 
 def test_default_export_path_and_errors(ckpt, tmp_path, capsys):

@@ -113,6 +113,6 @@ def test_train_on_two_processes_then_test_on_one(experiment, tmp_path):
     proc = run_sh("-g", 1, "-t", "test", "--cfg", experiment, "OUTPUT_DIR", tmp_path / "test",
                   "TEST.MODEL_FILE", out / "model_best.pth")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "test" / "validate.json").read_text())
+    result = json.loads((tmp_path / "test" / "model_best.validate.json").read_text())
     assert result["num_samples"] == 21  # odd size: every sample counted once
     assert result["top1"] == pytest.approx(metrics[-1]["val_top1"])

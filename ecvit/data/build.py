@@ -17,6 +17,7 @@ simulated                           (0.5, 0.5, 0.5)             (0.5, 0.5, 0.5)
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,12 @@ Stats = tuple[float, float, float]
 DATASETS = ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets")
 DOWNLOADABLE = ("cifar10", "cifar100")
 SIMULATED_STATS: tuple[Stats, Stats] = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+# Datasets whose normalisation is their own (above); the others take the model's
+# pretrained_cfg mean/std unless DATA.MEAN / DATA.STD say otherwise.
+OWN_STATS = ("digits", "simulated", "cifar10", "cifar100")
+# Input size used when DATA.IMG_SIZE is unset, for datasets where the model's own size makes
+# no sense: the 8x8 digits are upscaled to 32 px (the measured default run), not to 224.
+NATIVE_IMG_SIZE = {"digits": 32}
 
 # Light, label-preserving augmentation for the 8x8 digits: a digit survives a few degrees of
 # rotation, +-10% zoom and a one-pixel shift, but not a flip or a tight random crop, so
@@ -72,12 +79,35 @@ def canonical_dataset_name(name: str) -> str:
 
 
 def build_datasets(cfg: Config) -> DataBundle:
-    """Datasets for ``cfg.data.dataset`` with transforms from ``cfg.data`` and ``cfg.aug``."""
+    """Datasets for ``cfg.data.dataset`` with transforms from ``cfg.data`` and ``cfg.aug``.
+
+    The engine passes a resolved config (:func:`ecvit.engine.plan.resolve` fills unset data
+    settings from the model); settings still unset here take the data-only defaults of
+    :func:`fill_data_defaults`.
+    """
     name = canonical_dataset_name(cfg.data.dataset)
+    cfg = fill_data_defaults(cfg, name)
     if cfg.data.download and name not in DOWNLOADABLE:
         why = "needs no download" if name in ("digits", "simulated") else "must already be on disk"
         raise DataError(f"--download is available for {', '.join(DOWNLOADABLE)}; {name} {why}")
     return _BUILDERS[name](cfg)
+
+
+def fill_data_defaults(cfg: Config, name: str) -> Config:
+    """A copy with unset DATA.IMG_SIZE / INTERPOLATION / CROP_PCT at the data-only defaults.
+
+    Size: the dataset's native size (:data:`NATIVE_IMG_SIZE`), else 224; bicubic; crop 0.875
+    (timm's defaults). The config is returned unchanged when nothing is unset.
+    """
+    d = cfg.data
+    if d.img_size is not None and d.interpolation and d.crop_pct is not None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    d = cfg.data
+    d.img_size = d.img_size or NATIVE_IMG_SIZE.get(name, 224)
+    d.interpolation = d.interpolation or "bicubic"
+    d.crop_pct = 0.875 if d.crop_pct is None else d.crop_pct
+    return cfg
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,8 +1,9 @@
-"""Build a model from the config, and rebuild one from a checkpoint's own metadata.
+"""Build a model from a config, and rebuild one from a checkpoint's :class:`CheckpointSpec`.
 
-Every front end goes through these two functions, so a checkpoint written by ``train``
-always carries what ``load_for_inference`` needs: the registered name, the constructor
-arguments, the class names and the preprocessing (size, mean/std, interpolation, crop).
+Every front end goes through these functions, so a checkpoint written by ``train`` always
+carries what ``load_for_inference`` needs, and a model rebuilt from it carries the
+checkpoint's preprocessing in its timm ``pretrained_cfg`` (so ``resolve_data_config``,
+``save_for_hf`` and ``local-dir:`` see the real input size and statistics).
 """
 
 from __future__ import annotations
@@ -13,34 +14,21 @@ from torch import nn
 
 from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
+from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError
 from ecvit.models.registry import create_model
 
-# Checkpoint keys that describe the model and its preprocessing (see ``checkpoint_meta``).
-META_KEYS = ("model_name", "model_args", "num_classes", "class_names", "img_size", "mean",
-             "std", "interpolation", "crop_pct")
-
 
 def model_kwargs(cfg: Config) -> dict[str, Any]:
-    """Constructor kwargs from the non-empty per-stage MODEL.* lists plus MODEL.ARGS.
-
-    Empty lists (and ``BLOCK_SIZE 0``) keep the variant's own defaults; MODEL.ARGS passes
-    any other constructor argument through unchanged and wins over the lists.
-    """
-    m = cfg.model
-    kwargs: dict[str, Any] = {}
-    for key in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
-        values = getattr(m, key)
-        if values:
-            kwargs[key] = list(values)
-    if m.block_size:
-        kwargs["block_size"] = m.block_size
-    kwargs.update(m.args)
-    return kwargs
+    """The family's own constructor arguments (MODEL.ARGS); generic keys are passed apart."""
+    return dict(cfg.model.args)
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The model named by MODEL.NAME, sized for DATA.IMG_SIZE, optionally from MODEL.PRETRAINED."""
+    """The model named by MODEL.NAME, sized for DATA.IMG_SIZE, optionally from MODEL.PRETRAINED.
+
+    ``None`` values (drop path, image size) leave the variant's own defaults in place.
+    """
     return create_model(
         cfg.model.name,
         num_classes=num_classes,
@@ -52,61 +40,65 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     )
 
 
-def checkpoint_meta(cfg: Config, num_classes: int, class_names: list[str],
-                    mean: list[float], std: list[float], crop_pct: float) -> dict[str, Any]:
-    """The metadata every checkpoint carries so the model can be rebuilt without the config."""
-    return {
-        "model_name": cfg.model.name,
-        "model_args": model_kwargs(cfg),
-        "num_classes": int(num_classes),
-        "class_names": [str(c) for c in class_names],
-        "img_size": int(cfg.data.img_size),
-        "mean": [float(v) for v in mean],
-        "std": [float(v) for v in std],
-        "interpolation": cfg.data.interpolation,
-        "crop_pct": float(crop_pct),
-    }
+def training_spec(cfg: Config, class_names: list[str], mean: list[float], std: list[float],
+                  crop_pct: float, has_ema: bool) -> CheckpointSpec:
+    """The spec of a checkpoint written by a run of the resolved config ``cfg``."""
+    return CheckpointSpec(
+        model_name=cfg.model.name,
+        num_classes=len(class_names),
+        class_names=tuple(str(c) for c in class_names),
+        img_size=int(cfg.data.img_size),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        interpolation=cfg.data.interpolation,
+        crop_pct=float(crop_pct),
+        model_args=model_kwargs(cfg),
+        dataset=cfg.data.dataset,
+        data_root=cfg.data.root,
+        has_ema=has_ema,
+    )
 
 
-def load_for_inference(path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes, load its (non-EMA) weights, eval mode.
+def load_for_inference(path: str, use_ema: bool | None = None) -> tuple[nn.Module, CheckpointSpec]:
+    """Rebuild the model a checkpoint describes, load its weights, eval mode.
 
+    ``use_ema`` (``--use-ema``): None picks the EMA weights when the checkpoint has them.
     The file is read with ``weights_only=True`` (or as safetensors): nothing in it runs.
-    Returns ``(model, meta)`` with ``meta`` holding the keys in :data:`META_KEYS`.
     """
-    return model_from_checkpoint(read_checkpoint(path), str(path))
+    return model_from_checkpoint(read_checkpoint(path), str(path), use_ema)
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], source: str) -> tuple[nn.Module, dict[str, Any]]:
+def model_from_checkpoint(ckpt: dict[str, Any], source: str,
+                          use_ema: bool | None = None) -> tuple[nn.Module, CheckpointSpec]:
     """:func:`load_for_inference` for a checkpoint dict already read from ``source``."""
-    missing = [k for k in ("model_name", "num_classes") if k not in ckpt]
-    if missing:
+    spec = CheckpointSpec.from_checkpoint(ckpt, source)
+    if spec is None:
         raise CheckpointError(
-            f"{source} carries no model description ({', '.join(missing)} missing); "
+            f"{source} carries no model description (model_name, num_classes missing); "
             "pass a checkpoint written by `ecvit train` or build the model with "
             "create_model(name, checkpoint_path=...)"
         )
-    num_classes = int(ckpt["num_classes"])
-    meta = {
-        "model_name": str(ckpt["model_name"]),
-        "model_args": dict(ckpt.get("model_args") or {}),
-        "num_classes": num_classes,
-        "class_names": [str(c) for c in ckpt.get("class_names") or range(num_classes)],
-        "img_size": int(ckpt.get("img_size") or 224),
-        "mean": [float(v) for v in ckpt.get("mean") or (0.485, 0.456, 0.406)],
-        "std": [float(v) for v in ckpt.get("std") or (0.229, 0.224, 0.225)],
-        "interpolation": str(ckpt.get("interpolation") or "bicubic"),
-        "crop_pct": float(ckpt.get("crop_pct") or 0.875),
-    }
-    model = create_model(meta["model_name"], num_classes=num_classes, img_size=meta["img_size"],
-                         **meta["model_args"])
+    ema = choose_ema(spec, use_ema, source)
+    model = create_model(spec.model_name, num_classes=spec.num_classes, img_size=spec.img_size,
+                         **spec.model_args)
     try:
-        model.load_state_dict(extract_state_dict(ckpt), strict=True)
+        model.load_state_dict(extract_state_dict(ckpt, prefer_ema=ema), strict=True)
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
-        raise CheckpointError(f"{source} does not fit {meta['model_name']}: {detail}") from None
+        raise CheckpointError(f"{source} does not fit {spec.model_name}: {detail}") from None
+    adopt_preprocessing(model, spec)
     model.eval()
-    return model, meta
+    return model, spec.with_weights(ema)
 
 
-__all__ = ["build_model", "model_kwargs", "load_for_inference", "model_from_checkpoint", "checkpoint_meta", "META_KEYS"]
+def adopt_preprocessing(model: nn.Module, spec: CheckpointSpec) -> None:
+    """Record the checkpoint's preprocessing in the model's timm ``pretrained_cfg``."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(spec.pretrained_cfg())
+    model.pretrained_cfg = cfg
+    if hasattr(model, "default_cfg"):
+        model.default_cfg = cfg
+
+
+__all__ = ["build_model", "model_kwargs", "training_spec", "load_for_inference",
+           "model_from_checkpoint", "adopt_preprocessing"]

@@ -17,7 +17,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ecvit.config import Config
 from ecvit.errors import UsageError
 
 # How long a collective may wait for a missing rank before the survivors give up.
@@ -46,11 +45,9 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 
 
-def setup(cfg: Config) -> DistInfo:
-    """Resolve the device and, under torchrun, join the process group."""
-    device_type = cfg.resolved_device()
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("DEVICE cuda was asked for but no CUDA device is available; use DEVICE cpu")
+def setup(device: torch.device) -> DistInfo:
+    """Under torchrun, join the process group (on this rank's GPU when ``device`` is CUDA)."""
+    device_type = device.type
     if not launched_by_torchrun() and not dist.is_initialized():
         return DistInfo(0, 1, 0, torch.device(device_type))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

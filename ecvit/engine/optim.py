@@ -6,14 +6,12 @@
 - schedule: timm's cosine (or constant) scheduler with linear warmup, stepped after every
   optimizer update so warmup and decay are smooth;
 - loss: cross-entropy, label smoothing, or soft targets when Mixup/CutMix mix the labels;
-- precision: bf16 autocast (CPU or CUDA), fp16 autocast with a gradient scaler (CUDA).
+- precision: :mod:`ecvit.engine.precision`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, ContextManager
 
 import torch
 from timm.data import Mixup
@@ -42,10 +40,14 @@ def scaled_lr(cfg: Config, world_size: int) -> float:
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
     """AdamW or SGD over two parameter groups (with and without weight decay).
 
+    With TRAIN.LAYER_DECAY the groups are per layer too (lr scaled by decay^(depth - layer)).
+
     ``sgd`` is timm's: Nesterov momentum (TRAIN.MOMENTUM), as in timm's training recipes.
     """
     t = cfg.train
     kwargs = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
+    if t.layer_decay > 0:  # per-layer lr scales from the model's group_matcher, as timm's --layer-decay
+        kwargs["layer_decay"] = t.layer_decay
     return create_optimizer_v2(model, opt=t.optimizer, lr=lr, weight_decay=t.weight_decay,
                                filter_bias_and_bn=True, **kwargs)
 
@@ -87,27 +89,9 @@ def build_train_loss(cfg: Config, mixup: Mixup | None) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def autocast_factory(amp: str, device: torch.device) -> Callable[[], ContextManager]:
-    """A zero-argument factory of the autocast context for TRAIN.AMP on ``device``."""
-    if amp == "off":
-        return contextlib.nullcontext
-    if amp == "fp16" and device.type != "cuda":
-        raise UsageError("TRAIN.AMP fp16 needs a CUDA device (it relies on a gradient scaler); "
-                         "use TRAIN.AMP bf16 on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def build_grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """fp16 needs loss scaling (overflowing steps are skipped by the scaler); bf16 does not."""
-    if amp != "fp16":
-        return None
-    return torch.amp.GradScaler(device.type)
-
-
 def updates_per_epoch(num_batches: int, accum_steps: int) -> int:
     return max(1, math.ceil(num_batches / accum_steps))
 
 
 __all__ = ["scaled_lr", "build_optimizer", "build_scheduler", "build_mixup", "build_train_loss",
-           "autocast_factory", "build_grad_scaler", "updates_per_epoch"]
+           "updates_per_epoch"]

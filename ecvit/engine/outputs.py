@@ -42,6 +42,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class RunLog:
+    """Prints a line and appends it to ``train.log``, so the log holds what the terminal showed."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+
 class RunOutputs:
     """Writes the history after every epoch; ``enabled=False`` on ranks other than 0."""
 

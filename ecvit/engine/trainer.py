@@ -23,52 +23,75 @@ from tqdm import tqdm
 import ecvit
 from ecvit.checkpoint import save_atomic
 from ecvit.config import Config, save_config
-from ecvit.config import validate as check_config
 from ecvit.engine import distributed as D
-from ecvit.engine.builder import build_model, checkpoint_meta
+from ecvit.engine.builder import build_model, training_spec
 from ecvit.engine.evaluate import evaluate
 from ecvit.engine.loaders import TrainLoader, eval_loader
-from ecvit.engine.optim import (autocast_factory, build_grad_scaler, build_mixup, build_optimizer,
-                                build_scheduler, build_train_loss, scaled_lr, updates_per_epoch)
-from ecvit.engine.outputs import RunOutputs, summary_line
-from ecvit.engine.state import (clean_stale_temporaries, find_resume_checkpoint,
-                                load_module_state, load_training_checkpoint, rng_state,
+from ecvit.engine.optim import (build_mixup, build_optimizer, build_scheduler, build_train_loss,
+                                scaled_lr, updates_per_epoch)
+from ecvit.engine.outputs import RunLog, RunOutputs, summary_line
+from ecvit.engine.plan import RunPlan, resolve
+from ecvit.engine.runlock import RunLock
+from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
 from ecvit.errors import DataError, TrainingError, UsageError
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg.model.name`` on ``cfg.data``; write outputs to ``cfg.output_dir``.
+def train(plan: RunPlan | Config) -> dict[str, Any]:
+    """Run a plan (a Config is resolved into one first); outputs go to its output dir.
 
     Returns the last epoch's metrics (``epoch``, ``train_loss``, ``val_loss``, ``val_top1``,
-    ``val_top5``, ``best_top1``, ...). Under torchrun every rank calls this; rank 0 writes.
+    ``val_top5``, ``best_top1``, ...). Under torchrun every rank calls this; rank 0 writes
+    and holds the run directory's lock for the whole run.
     """
-    check_config(cfg)
-    return _Run(cfg, D.setup(cfg)).fit()
+    if not isinstance(plan, RunPlan):
+        plan = resolve(plan)
+    info = D.setup(plan.device)
+    if plan.resume.mode == "finished":
+        return _finished(plan, info)
+    lock = RunLock(plan.cfg.output_dir) if info.is_main else contextlib.nullcontext()
+    with lock:
+        return _Run(plan, info).fit()
+
+
+def _finished(plan: RunPlan, info: D.DistInfo) -> dict[str, Any]:
+    """A run already at its last epoch: say so (exit 0) instead of pretending to resume."""
+    r, epochs = plan.resume, plan.cfg.train.epochs
+    if info.is_main:
+        print(f"{plan.cfg.output_dir}: this run is already finished ({r.path} is at epoch "
+              f"{r.epoch}/{epochs}); nothing to train. Raise --epochs to continue it, or start "
+              "over with --no-resume or another --output-dir.", flush=True)
+    history = (r.state or {}).get("history") or []
+    return dict(history[-1]) if history else {}
 
 
 class _Run:
     """The state of one training run; ``fit`` is the epoch loop."""
 
-    def __init__(self, cfg: Config, info: D.DistInfo) -> None:
-        from ecvit.data import build_datasets
-
-        self.cfg, self.info, self.device = cfg, info, info.device
+    def __init__(self, plan: RunPlan, info: D.DistInfo) -> None:
+        cfg = plan.cfg
+        self.plan, self.cfg, self.info, self.device = plan, cfg, info, info.device
         t = cfg.train
-        self.autocast = autocast_factory(t.amp, self.device)
+        self.precision = plan.precision
+        self.autocast = self.precision.autocast
         if t.sync_bn and info.distributed and self.device.type != "cuda":
             raise UsageError("TRAIN.SYNC_BN needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                              "set TRAIN.SYNC_BN false for CPU runs")
         self.out = Path(cfg.output_dir)
+        self.log = RunLog(self.out / "train.log" if info.is_main else None)
+        if not info.is_main:
+            self.log = lambda line: None
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             clean_stale_temporaries(self.out)
             save_config(cfg, self.out / "config.yaml")
         seed_everything(cfg.seed + info.rank)
 
-        self.data = build_datasets(cfg)
-        self.num_classes = int(self.data.num_classes)
+        self.data = plan.datasets
+        self.num_classes = int(plan.num_classes)
         self.model = build_model(cfg, self.num_classes).to(self.device)
+        if t.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mixup = build_mixup(cfg, self.num_classes)
@@ -78,13 +101,16 @@ class _Run:
         self.optimizer = build_optimizer(self.model, cfg, scaled_lr(cfg, info.world_size))
         self.updates_per_epoch = updates_per_epoch(len(self.train_loader), t.accum_steps)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.updates_per_epoch)
-        self.scaler = build_grad_scaler(t.amp, self.device)
+        self.scaler = self.precision.grad_scaler()
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
         self.net, self.ddp = self._wrap(self.model)
 
         self.start_epoch, self.best_top1 = 0, 0.0
         self.history: list[dict[str, Any]] = []
+        self.resumes: list[dict[str, Any]] = []
         self.last_checkpoint: tuple[Path, int] | None = None
+        for line in plan.describe():
+            self.log(line)
         self._resume()
         self.outputs = RunOutputs(self.out, enabled=info.is_main, purge_epoch=self.start_epoch)
 
@@ -101,17 +127,23 @@ class _Run:
         elif self.cfg.train.sync_bn and self.info.is_main:
             print("note: TRAIN.SYNC_BN has no effect in a single process", flush=True)
         if self.cfg.train.compile:
+            self.log("torch.compile: the first steps of training and of evaluation compile the "
+                     "model (this can take minutes), later steps run the compiled code")
             net = torch.compile(net)
         return net, ddp
 
     def _resume(self) -> None:
-        t = self.cfg.train
-        path = find_resume_checkpoint(t.resume, t.auto_resume, self.out)
-        if path is None:
+        r = self.plan.resume
+        if r.mode != "resume":
             return
-        ckpt = load_training_checkpoint(path)
+        ckpt, path = r.state, Path(r.path)
         load_module_state(self.model, ckpt["model"], str(path))
+        planned_wd = [group["weight_decay"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        # The saved state brings back the old weight decay; the plan's (new) one wins, the
+        # learning rate comes from the schedule of the current config.
+        for group, wd in zip(self.optimizer.param_groups, planned_wd):
+            group["weight_decay"] = wd
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
@@ -122,6 +154,10 @@ class _Run:
         self.start_epoch = int(ckpt["epoch"])
         self.best_top1 = float(ckpt.get("best_top1", 0.0))
         self.history = [dict(r) for r in ckpt.get("history", []) if r["epoch"] <= self.start_epoch]
+        self.resumes = [dict(x) for x in ckpt.get("resumes", [])]
+        if r.changes:
+            self.resumes.append({"epoch": self.start_epoch,
+                                 "changes": {k: [old, new] for k, old, new in r.changes}})
         self.last_checkpoint = (path, self.start_epoch)
         # The schedule is a function of the update count and the *current* config (so a run
         # resumed with more TRAIN.EPOCHS follows the longer cosine); the saved scheduler
@@ -132,8 +168,6 @@ class _Run:
             set_rng_state(ranks[self.info.rank])
         else:
             seed_everything(self.cfg.seed + self.info.rank + self.start_epoch)
-        if self.info.is_main:
-            print(f"resumed from {path} at epoch {self.start_epoch}/{t.epochs}", flush=True)
 
     # ------------------------------------------------------------------------ the loop
 
@@ -144,6 +178,7 @@ class _Run:
                 self._epoch(epoch)
         finally:
             self.outputs.close()
+        self._summary()
         return dict(self.history[-1]) if self.history else {}
 
     def _epoch(self, epoch: int) -> None:
@@ -154,30 +189,45 @@ class _Run:
             D.broadcast_buffers(self.ema.module, self.info)
         val = evaluate(self.model, self.val_loader, self.num_classes, self.info, self.autocast,
                        self.cfg.train.channels_last)
-        is_best = val.top1 > self.best_top1 or not self.history
-        self.best_top1 = max(self.best_top1, val.top1)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": val.loss,
             "val_top1": val.top1,
             "val_top5": val.top5,
-            "best_top1": self.best_top1,
+            "best_top1": 0.0,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "epoch_time": 0.0,
             "num_bad_images": train_bad + val.num_bad,
         }
-        if self.ema is not None:
+        score = val.top1
+        if self.ema is not None:  # with EMA on, the EMA weights are the ones validate/predict use
             ema_val = evaluate(self.ema.module, self.val_loader, self.num_classes, self.info,
                                self.autocast, self.cfg.train.channels_last)
             row.update(ema_val_loss=ema_val.loss, ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5)
+            score = ema_val.top1
+        is_best = score > self.best_top1 or not self.history
+        self.best_top1 = max(self.best_top1, score)
+        row["best_top1"] = self.best_top1
         row["epoch_time"] = time.perf_counter() - start
         self.history.append(row)
         self._save(epoch + 1, is_best)
         D.barrier(self.info)  # no rank runs ahead of (or returns before) a written checkpoint
         if self.info.is_main:
             self.outputs.epoch_done(self.history)
-            print(summary_line(row, self.cfg.train.epochs), flush=True)
+            self.log(summary_line(row, self.cfg.train.epochs))
+
+    def _summary(self) -> None:
+        if not self.history:
+            return
+        metric = "ema_val_top1" if self.ema is not None else "val_top1"
+        best = max(self.history, key=lambda r: r.get(metric, 0.0))
+        last = self.history[-1]
+        self.log(f"done: best epoch {best['epoch']} top-1 {best[metric]:.2f}"
+                 f"{' (EMA weights)' if self.ema is not None else ''}, last epoch {last['epoch']} "
+                 f"top-1 {last[metric]:.2f}; wrote {self.out / 'model_best.pth'}, "
+                 f"{self.out / 'checkpoint.pth'}, metrics.json, summary.csv, curves.png, "
+                 f"train.log, tb/")
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training shard; returns (mean loss over all ranks, bad images)."""
@@ -315,11 +365,11 @@ class _Run:
 
     def _checkpoint(self, epoch: int, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         d = self.data
+        spec = training_spec(self.cfg, list(d.class_names), list(d.mean), list(d.std), d.crop_pct,
+                             has_ema=self.ema is not None)
         ckpt: dict[str, Any] = {
             "model": self.model.state_dict(),
-            **checkpoint_meta(self.cfg, self.num_classes, list(d.class_names),
-                              [float(v) for v in d.mean], [float(v) for v in d.std],
-                              d.crop_pct),
+            **spec.to_meta(),
             "config": self.cfg.to_dict(),
             "epoch": epoch,
             "best_top1": self.best_top1,
@@ -328,6 +378,7 @@ class _Run:
             "rng": rngs[0],
             "rng_ranks": rngs,
             "history": self.history,
+            "resumes": self.resumes,
             "version": ecvit.__version__,
         }
         if self.scaler is not None:

@@ -1,9 +1,15 @@
 """``validate(cfg, checkpoint)``: evaluate one checkpoint on the validation split.
 
-The model is rebuilt from the checkpoint's own metadata (name, constructor arguments,
-class count) and evaluated with the checkpoint's preprocessing (image size, mean/std,
-interpolation, crop), so the numbers match what training reported. Checkpoints without
-metadata (plain state dicts, official CvT weights) are loaded into MODEL.NAME instead.
+A checkpoint written by ``train`` brings its :class:`~ecvit.engine.spec.CheckpointSpec`:
+the model is rebuilt from it and fed with its preprocessing (image size, mean/std,
+interpolation, crop), so the numbers match what training reported. The dataset is the
+config's (``ecvit validate`` starts from the checkpoint's own config, so by default the
+dataset and root it was trained on); a dataset whose classes differ from the checkpoint's
+is refused instead of producing a meaningless number. Plain weight files (official CvT
+weights, state dicts) are loaded into MODEL.NAME instead.
+
+Results go beside the checkpoint (or to ``output_dir``), named after it:
+``model_best.validate.json`` and ``model_best.confusion.png``.
 """
 
 from __future__ import annotations
@@ -13,84 +19,104 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ecvit.checkpoint import read_checkpoint
 from ecvit.config import Config
-from ecvit.config import validate as check_config
 from ecvit.engine import distributed as D
 from ecvit.engine.builder import build_model, model_from_checkpoint
 from ecvit.engine.evaluate import evaluate, result_dict
 from ecvit.engine.loaders import eval_loader
-from ecvit.engine.optim import autocast_factory
 from ecvit.engine.outputs import plot_confusion, write_json
+from ecvit.engine.plan import RunPlan, resolve
+from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError
 
 
-def validate(cfg: Config, checkpoint: str | None = None) -> dict[str, Any]:
+def result_paths(checkpoint: str | Path, output_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """``(<stem>.validate.json, <stem>.confusion.png)`` beside the checkpoint or in ``output_dir``."""
+    ckpt = Path(checkpoint)
+    folder = Path(output_dir) if output_dir else ckpt.parent
+    return folder / f"{ckpt.stem}.validate.json", folder / f"{ckpt.stem}.confusion.png"
+
+
+def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None = None
+             ) -> dict[str, Any]:
     """Top-1/top-5 (percent), mean loss, sample count and per-class accuracy of ``checkpoint``.
 
-    ``checkpoint`` defaults to TEST.MODEL_FILE. Rank 0 writes ``validate.json`` and
-    ``confusion.png`` to OUTPUT_DIR. Under torchrun the shards are exact, so the numbers
-    do not depend on the number of processes.
+    ``checkpoint`` defaults to TEST.MODEL_FILE; TEST.USE_EMA picks the weights (default:
+    EMA when the checkpoint has them). Under torchrun the shards are exact, so the numbers
+    do not depend on the number of processes; rank 0 writes the results.
     """
-    check_config(cfg)
+    plan, ckpt, spec = validation_plan(cfg, checkpoint)
+    path = plan.cfg.test.model_file
+    info = D.setup(plan.device)
+    data = plan.datasets
+    class_names = [str(c) for c in data.class_names]
+    if spec is None:
+        pcfg = copy.deepcopy(plan.cfg)
+        pcfg.model.pretrained, pcfg.model.finetune = str(path), False
+        model, weights = build_model(pcfg, plan.num_classes).eval(), "weights"
+    else:
+        _check_classes(spec, class_names, str(path), plan.cfg)
+        ema = choose_ema(spec, plan.cfg.test.use_ema, str(path))
+        model, _ = model_from_checkpoint(ckpt, str(path), use_ema=ema)
+        weights = "EMA weights" if ema else "weights"
+    model = model.to(info.device)
+    if plan.cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = evaluate(model, eval_loader(data.val, plan.cfg, info), len(class_names), info,
+                      plan.precision.autocast, plan.cfg.train.channels_last)
+    out = result_dict(result, class_names)
+    out.update(checkpoint=str(path), weights=weights, dataset=plan.cfg.data.dataset,
+               data_root=plan.cfg.data.root)
+    if info.is_main:
+        json_path, png_path = result_paths(path, output_dir)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, json_path)
+        plot_confusion(result.confusion, class_names, png_path)
+        print(f"validate {path} ({weights}) on {plan.cfg.data.dataset}: top1 {out['top1']:.2f}  "
+              f"top5 {out['top5']:.2f}  loss {out['loss']:.4f}  samples {out['num_samples']}  "
+              f"bad_images {out['num_bad_images']}; wrote {json_path}, {png_path}", flush=True)
+    return out
+
+
+def validation_plan(cfg: Config, checkpoint: str | None = None
+                    ) -> tuple[RunPlan, dict[str, Any], CheckpointSpec | None]:
+    """The preflight of ``validate``: the checkpoint read, its model and preprocessing adopted."""
     path = checkpoint or cfg.test.model_file
     if not path:
         raise UsageError("no checkpoint to validate: pass --checkpoint PATH or TEST.MODEL_FILE PATH")
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    return _validate(cfg, str(path), D.setup(cfg))
-
-
-def _validate(cfg: Config, path: str, info: D.DistInfo) -> dict[str, Any]:
-    from ecvit.data import build_datasets
-
-    autocast = autocast_factory(cfg.train.amp, info.device)
-    cfg = copy.deepcopy(cfg)
-    model, class_names = _load_model(cfg, path)
-    data = build_datasets(cfg)
-    if class_names is None:
-        class_names = [str(c) for c in data.class_names]
-        model = _fit_plain_weights(cfg, path, int(data.num_classes))
-    elif len(class_names) != int(data.num_classes):
-        raise CheckpointError(f"{path} predicts {len(class_names)} classes but the {cfg.data.dataset} "
-                              f"validation set has {data.num_classes}")
-    model = model.to(info.device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    result = evaluate(model, eval_loader(data.val, cfg, info), len(class_names), info, autocast,
-                      cfg.train.channels_last)
-    out = result_dict(result, class_names)
-    out["checkpoint"] = path
-    if info.is_main:
-        folder = Path(cfg.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(out, folder / "validate.json")
-        plot_confusion(result.confusion, class_names, folder / "confusion.png")
-        print(f"validate {path}: top1 {out['top1']:.2f}  top5 {out['top5']:.2f}  "
-              f"loss {out['loss']:.4f}  samples {out['num_samples']}  "
-              f"bad_images {out['num_bad_images']}", flush=True)
-    return out
-
-
-def _load_model(cfg: Config, path: str) -> tuple[nn.Module | None, list[str] | None]:
-    """Rebuild from metadata and adopt its preprocessing; (None, None) for plain weights."""
     ckpt = read_checkpoint(path)
-    if "model_name" not in ckpt:
-        return None, None
-    model, meta = model_from_checkpoint(ckpt, path)
-    cfg.model.name = meta["model_name"]
-    cfg.data.img_size = meta["img_size"]
-    cfg.data.mean, cfg.data.std = list(meta["mean"]), list(meta["std"])
-    cfg.data.interpolation, cfg.data.crop_pct = meta["interpolation"], meta["crop_pct"]
-    return model, list(meta["class_names"])
+    spec = CheckpointSpec.from_checkpoint(ckpt, str(path))
+    cfg = copy.deepcopy(cfg)
+    cfg.test.model_file = str(path)
+    if spec is not None:  # the checkpoint's own model and preprocessing
+        cfg.model.name, cfg.model.args = spec.model_name, dict(spec.model_args)
+        cfg.data.img_size, cfg.data.mean, cfg.data.std = spec.img_size, list(spec.mean), list(spec.std)
+        cfg.data.interpolation, cfg.data.crop_pct = spec.interpolation, spec.crop_pct
+        cfg.model.pretrained = ""  # the checkpoint holds the weights
+    return resolve(cfg, training=False), ckpt, spec
 
 
-def _fit_plain_weights(cfg: Config, path: str, num_classes: int) -> nn.Module:
-    cfg.model.pretrained, cfg.model.finetune = path, False
-    model = build_model(cfg, num_classes)
-    return model.eval()
+def _check_classes(spec: CheckpointSpec, class_names: list[str], path: str, cfg: Config) -> None:
+    """The dataset must have the checkpoint's classes, in its order: else the number means nothing."""
+    if list(spec.class_names) == class_names:
+        return
+    where = f"{cfg.data.dataset}{' at ' + cfg.data.root if cfg.data.root else ''}"
+    trained = f"{spec.dataset or 'its training data'}{' at ' + spec.data_root if spec.data_root else ''}"
+    raise CheckpointError(
+        f"{path} was trained on {trained} with {spec.num_classes} classes "
+        f"({_names(spec.class_names)}); {where} has {len(class_names)} ({_names(class_names)}): "
+        "validate on a dataset with the same classes, or drop --dataset/--data-path to use the "
+        "checkpoint's own"
+    )
 
 
-__all__ = ["validate"]
+def _names(names: Any, limit: int = 4) -> str:
+    names = list(names)
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
+__all__ = ["validate", "result_paths"]

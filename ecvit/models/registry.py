@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,27 @@ def model_entry(name: str) -> ModelEntry:
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_models())}"
         raise UsageError(f"unknown model {name!r}{hint}")
     return _MODELS[name]
+
+
+# Arguments every family takes under its own config key, never through MODEL.ARGS.
+GENERIC_ARGS = {"num_classes": "DATA.NUM_CLASSES (the dataset's classes)", "img_size": "DATA.IMG_SIZE",
+                "drop_path_rate": "MODEL.DROP_PATH_RATE", "pretrained": "MODEL.PRETRAINED",
+                "in_chans": "the dataset (RGB images)"}
+
+
+def model_arguments(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor arguments of ``name``'s family, read from its class signature.
+
+    The variant is built once on the meta device (no memory, no compute) to find its class;
+    the generic arguments (:data:`GENERIC_ARGS`) are left out: they have config keys of
+    their own.
+    """
+    with torch.device("meta"):
+        model = create_model(name)
+    params = inspect.signature(type(model).__init__).parameters
+    return {k: p for k, p in params.items()
+            if k != "self" and k not in GENERIC_ARGS
+            and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
 
 
 def create_model(
@@ -127,4 +149,4 @@ def _classifier_keys(model: nn.Module, keys: dict[str, torch.Tensor]) -> set[str
 
 
 __all__ = ["register_model", "list_models", "create_model", "load_weights", "model_entry",
-           "ModelEntry"]
+           "ModelEntry", "model_arguments", "GENERIC_ARGS"]

@@ -1,0 +1,285 @@
+"""The preflight: ``plan = resolve(cfg)`` checks everything a run needs before any file is written.
+
+A config says what the user asked for (``None`` meaning "the variant's own"); a
+:class:`RunPlan` says what will run: the device and precision, the model arguments
+(checked against the family's constructor and by building the model on the meta device),
+the data settings (image size, mean/std, interpolation and crop from the user, else the
+dataset, else the model's ``pretrained_cfg`` as timm's ``resolve_data_config`` does), the
+datasets themselves (root and layout read, augmentation specs parsed) and, for training,
+whether the run starts fresh, resumes or is already finished. ``--dry-run`` and run.sh's
+pre-check print exactly this plan; the engine runs it without checking again.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ecvit.config import Config, check_config, coerce, get_key
+from ecvit.engine.precision import Precision, resolve_device
+from ecvit.engine.runlock import check_unlocked
+from ecvit.errors import CheckpointError, UsageError
+
+# Config keys that must match for a checkpoint to continue this run, and how to read them
+# from the config a checkpoint saved.
+RUN_IDENTITY = (("model", "MODEL.NAME"), ("model arguments", "MODEL.ARGS"),
+                ("dataset", "DATA.DATASET"), ("optimizer", "TRAIN.OPTIMIZER"))
+# Hyper-parameters a resumed run may change: applied from the resume on, and recorded.
+RESUMABLE_CHANGES = ("TRAIN.EPOCHS", "TRAIN.LR", "TRAIN.WEIGHT_DECAY", "TRAIN.MIN_LR",
+                     "TRAIN.CLIP_GRAD", "TRAIN.BATCH_SIZE")
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """``fresh``, ``resume`` (continue at ``epoch``) or ``finished`` (nothing left to train)."""
+
+    mode: str = "fresh"
+    path: str = ""
+    epoch: int = 0
+    changes: tuple[tuple[str, Any, Any], ...] = ()  # (key, checkpoint value, new value)
+    state: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A resolved, checked run. ``cfg`` holds concrete values only (no ``None`` left)."""
+
+    cfg: Config
+    device: torch.device
+    precision: Precision
+    num_classes: int
+    class_names: tuple[str, ...]
+    num_params: int
+    drop_path_rate: float
+    train_size: int
+    val_size: int
+    resume: ResumePlan = ResumePlan()
+    datasets: Any = field(default=None, repr=False, compare=False)  # the DataBundle, built once
+
+    def describe(self) -> list[str]:
+        """The plan in a few lines: what ``--dry-run`` prints and the run banner shows."""
+        c = self.cfg
+        args = ", ".join(f"{k}={v}" for k, v in c.model.args.items()) or "the variant's own"
+        r = self.resume
+        state = {"fresh": "fresh start",
+                 "resume": f"resume from {r.path} at epoch {r.epoch}/{c.train.epochs}",
+                 "finished": f"finished ({r.path} is at epoch {r.epoch}/{c.train.epochs})"}[r.mode]
+        lines = [
+            f"model {c.model.name}: {self.num_params / 1e6:.2f}M parameters, {self.num_classes} "
+            f"classes, drop path {self.drop_path_rate:g}, arguments: {args}",
+            f"data {c.data.dataset}{' at ' + c.data.root if c.data.root else ''}: "
+            f"{self.train_size} train / {self.val_size} val images, {c.data.img_size}x{c.data.img_size} px, "
+            f"{c.data.interpolation}, crop {c.data.crop_pct:g}, mean {_fmt(c.data.mean)} std {_fmt(c.data.std)}",
+            f"device {self.device}, precision {self.precision}"
+            + (", torch.compile" if c.train.compile else "")
+            + (", gradient checkpointing" if c.train.grad_checkpointing else ""),
+            f"output {c.output_dir}: {state}",
+        ]
+        lines += [f"resume changes {key}: {old} -> {new} (applied from epoch {r.epoch + 1})"
+                  for key, old, new in r.changes]
+        return lines
+
+
+def _fmt(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def resolve(cfg: Config, training: bool = True) -> RunPlan:
+    """Check ``cfg`` and turn it into a :class:`RunPlan`; a UsageError names what is wrong.
+
+    Nothing is written. ``training=False`` (``validate``) skips the resume and lock checks.
+    """
+    from ecvit.data import build_datasets, canonical_dataset_name
+
+    check_config(cfg)
+    cfg = copy.deepcopy(cfg)
+    device = resolve_device(cfg.device)
+    precision = Precision(cfg.train.amp, device.type)
+    cfg.data.dataset = canonical_dataset_name(cfg.data.dataset)
+    cfg.model.args = check_model_args(cfg.model.name, cfg.model.args)
+    _resolve_data_settings(cfg)
+    _check_augment(cfg)
+    data = build_datasets(cfg)
+    cfg.data.mean, cfg.data.std = [float(v) for v in data.mean], [float(v) for v in data.std]
+    num_classes = int(data.num_classes)
+    model = _meta_model(cfg, num_classes)
+    num_params = sum(p.numel() for p in model.parameters())
+    drop_path = _max_drop_path(model)
+    if cfg.model.drop_path_rate is None:
+        cfg.model.drop_path_rate = drop_path
+    if cfg.train.grad_checkpointing and not hasattr(model, "set_grad_checkpointing"):
+        raise UsageError(f"TRAIN.GRAD_CHECKPOINTING: {cfg.model.name} has no set_grad_checkpointing()")
+    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+        raise CheckpointError(f"MODEL.PRETRAINED: file not found: {cfg.model.pretrained}")
+    resume = ResumePlan()
+    if training:
+        check_unlocked(cfg.output_dir)
+        resume = _resume_plan(cfg, num_classes)
+    return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,
+                   class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
+                   drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
+                   resume=resume, datasets=data)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def check_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """MODEL.ARGS checked against ``name``'s constructor: known names, values of its types."""
+    from ecvit.models.registry import GENERIC_ARGS, model_arguments
+
+    if not args:
+        return {}
+    params = model_arguments(name)
+    known = ", ".join(params)
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key in GENERIC_ARGS:
+            raise UsageError(f"MODEL.ARGS.{key.upper()}: {key} is set by {GENERIC_ARGS[key]}, "
+                             "not through MODEL.ARGS")
+        if key not in params:
+            raise UsageError(f"MODEL.ARGS: {name} takes no argument {key!r}; its arguments are: {known}")
+        out[key] = _coerce_arg(value, params[key], f"MODEL.ARGS.{key.upper()}", name)
+    return out
+
+
+def _coerce_arg(value: Any, param: inspect.Parameter, key: str, model: str) -> Any:
+    """A value given as text or a one-item list, brought to the parameter's annotated type."""
+    hint = param.annotation if isinstance(param.annotation, str) else getattr(
+        param.annotation, "__name__", str(param.annotation))
+    first = hint.split("|")[0].strip()
+    if isinstance(value, str) and ("Sequence" in first or "list" in first or "tuple" in first):
+        value = [yaml.safe_load(v) for v in value.strip("[]()").split(",") if v.strip()]
+    if first in ("int", "float", "bool") and isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]  # --num-heads 3 on a single-width model
+    if first in ("int", "float", "bool"):
+        if value is None and "None" in hint:
+            return None
+        return coerce(value, {"int": int, "float": float, "bool": bool}[first], key, model)
+    if first.startswith("Literal["):
+        choices = [c.strip().strip("'\"") for c in first[len("Literal["):-1].split(",")]
+        if str(value) not in choices:
+            raise UsageError(f"{key} must be one of {', '.join(choices)} for {model}, got {value!r}")
+    return value
+
+
+def _meta_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The configured model on the meta device: its constructor checks every argument."""
+    from ecvit.models.registry import create_model
+
+    with torch.device("meta"):
+        return create_model(cfg.model.name, num_classes=num_classes, img_size=cfg.data.img_size,
+                            drop_path_rate=cfg.model.drop_path_rate, **cfg.model.args)
+
+
+def _max_drop_path(model: nn.Module) -> float:
+    """The deepest block's stochastic-depth rate: what MODEL.DROP_PATH_RATE names."""
+    rates = [float(m.drop_prob) for m in model.modules() if hasattr(m, "drop_prob")]
+    return round(max(rates), 6) if rates else 0.0
+
+
+def _model_data_cfg(cfg: Config) -> dict[str, Any]:
+    """The variant's ``pretrained_cfg`` (input size, mean/std, interpolation, crop)."""
+    from ecvit.models.registry import create_model, model_entry
+
+    model_entry(cfg.model.name)
+    with torch.device("meta"):
+        model = create_model(cfg.model.name, **cfg.model.args)
+    pcfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if "input_size" not in pcfg:  # not a timm-style model: its img_size default, else 224
+        params = inspect.signature(type(model).__init__).parameters
+        default = params["img_size"].default if "img_size" in params else 224
+        pcfg["input_size"] = (3, default, default)
+    return pcfg
+
+
+def _resolve_data_settings(cfg: Config) -> None:
+    """Fill the data settings the user left unset: dataset first, then the model."""
+    from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS
+
+    d = cfg.data
+    pcfg = _model_data_cfg(cfg)
+    if d.img_size is None:
+        d.img_size = NATIVE_IMG_SIZE.get(d.dataset) or int(pcfg["input_size"][-1])
+    if not d.interpolation:
+        interp = str(pcfg.get("interpolation") or "bicubic")
+        d.interpolation = interp if interp in ("bilinear", "bicubic", "nearest") else "bicubic"
+    if d.crop_pct is None:
+        d.crop_pct = float(pcfg.get("crop_pct") or 0.875)
+    if d.dataset not in OWN_STATS:
+        if not d.mean and pcfg.get("mean"):
+            d.mean = [float(v) for v in pcfg["mean"]]
+        if not d.std and pcfg.get("std"):
+            d.std = [float(v) for v in pcfg["std"]]
+
+
+def _check_augment(cfg: Config) -> None:
+    """AUG.RAND_AUGMENT parsed by timm now, not when the first batch is drawn."""
+    spec = cfg.aug.rand_augment
+    if not spec:
+        return
+    from timm.data import rand_augment_transform
+
+    try:
+        if spec.split("-")[0] != "rand":
+            raise ValueError("it must start with 'rand'")
+        rand_augment_transform(spec, {})
+    except Exception as exc:  # timm asserts on malformed specs
+        raise UsageError(f"AUG.RAND_AUGMENT: cannot parse {spec!r} as a timm RandAugment spec "
+                         f"such as 'rand-m9-mstd0.5-inc1' ({exc or 'bad format'})") from None
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def _resume_plan(cfg: Config, num_classes: int) -> ResumePlan:
+    """Fresh, resume or finished; another run's checkpoint is refused, naming the fields."""
+    from ecvit.config import config_from_dict
+    from ecvit.engine.state import find_resume_checkpoint, load_training_checkpoint
+
+    t = cfg.train
+    path = find_resume_checkpoint(t.resume, t.auto_resume, cfg.output_dir)
+    if path is None:
+        return ResumePlan()
+    ckpt = load_training_checkpoint(path)
+    how = "--resume" if t.resume else "auto-resume"
+    try:
+        saved = config_from_dict(ckpt.get("config") or {}, source=str(path))
+    except UsageError:
+        saved = None
+    differ = []
+    if saved is not None:
+        for label, key in RUN_IDENTITY:
+            old, new = get_key(saved, key), get_key(cfg, key)
+            if key == "MODEL.ARGS":
+                old = {k: _plain(v) for k, v in old.items()}
+                new = {k: _plain(v) for k, v in new.items()}
+            if old != new:
+                differ.append(f"{label} {old} -> {new}")
+    if int(ckpt.get("num_classes", num_classes)) != num_classes:
+        differ.append(f"classes {ckpt.get('num_classes')} -> {num_classes}")
+    fresh = ("start fresh with --no-resume (TRAIN.AUTO_RESUME false) or another --output-dir"
+             if how == "auto-resume" else "pass the checkpoint of this run, or drop --resume")
+    if differ:
+        raise CheckpointError(f"{how}: {path} is another run ({'; '.join(differ)}); it was left "
+                              f"untouched; {fresh}")
+    epoch = int(ckpt["epoch"])
+    changes = tuple((key, get_key(saved, key), get_key(cfg, key)) for key in RESUMABLE_CHANGES
+                    if saved is not None and get_key(saved, key) != get_key(cfg, key))
+    mode = "finished" if epoch >= t.epochs else "resume"
+    return ResumePlan(mode=mode, path=str(path), epoch=epoch, changes=changes, state=ckpt)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+__all__ = ["RunPlan", "ResumePlan", "resolve", "check_model_args", "RUN_IDENTITY",
+           "RESUMABLE_CHANGES"]
