@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import ecvit
 from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
-from ecvit.models.ecvit import ECViT, PartitionedAttention, SeparableConv, Tokenizer
+from ecvit.models import set_cpu_autocast_training
+from ecvit.models.ecvit import ECViT, PartitionedAttention, SeparableConv, Tokenizer, sincos_table
 
 TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
 
@@ -86,8 +87,9 @@ def test_architecture_options_change_the_network():
     conv_chs = base.stages[0].blocks[0].ffn.conv_h.pw.in_channels  # default: convs at the block width
     assert conv_chs == 32 and tiny_model(ffn_conv="hidden").stages[0].blocks[0].ffn.conv_h.pw.in_channels == 64
     assert base.grid_size == (28, 28) and tiny_model(stem_stride="kernel_axis").grid_size == (56, 56)
-    assert [f["reduction"] for f in base.feature_info] == [8, 32]
-    assert [f["reduction"] for f in tiny_model(merge_stride=2, merge_kernel=2).feature_info] == [8, 16]
+    assert [f["reduction"] for f in base.feature_info] == [4, 8, 32]  # stem, then the stages
+    assert [f["reduction"] for f in tiny_model(merge_stride=2, merge_kernel=2).feature_info] == [4, 8, 16]
+    assert [f["reduction"] for f in tiny_model(stem_stride="kernel_axis").feature_info] == [2, 4, 16]
 
 
 # ---------------------------------------------------------------- P-MSA vs. per-window reference
@@ -242,7 +244,8 @@ def test_bad_arguments_raise():
 def test_timm_registration_and_listing():
     assert {"ecvit_tiny", "ecvit_small", "ecvit_base"} <= set(ecvit.list_models("ecvit*"))
     model = timm.create_model("ecvit_small", num_classes=3)
-    assert isinstance(model, ECViT) and model.pretrained_cfg["classifier"] == "head"
+    assert isinstance(model, ECViT) and model.pretrained_cfg["classifier"] == "head.fc"
+    assert model.get_classifier() is model.head.fc
     assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
 
 
@@ -253,7 +256,8 @@ def test_features_only_shapes(size):
         with torch.no_grad():
             feats = net(torch.randn(2, 3, size, size))
         info = net.feature_info
-        assert len(feats) == len(info.channels()) == 2
+        assert len(feats) == len(info.channels()) == 3  # stem and the two stages
+        assert info.channels() == [32, 64, 128]
         for f, ch, red in zip(feats, info.channels(), info.reduction()):
             assert f.shape[:2] == (2, ch)
             assert f.shape[2] == -(-size // red)  # ceil: partial windows are kept
@@ -265,14 +269,23 @@ def test_forward_intermediates_and_prune():
     with torch.no_grad():
         final, feats = model.forward_intermediates(x)
         torch.testing.assert_close(model.forward_head(final), model(x))
-        assert [f.shape for f in feats] == [(1, 32, 8, 8), (1, 64, 2, 2)]
-        only = model.forward_intermediates(x, indices=[0], intermediates_only=True)
-        torch.testing.assert_close(only[0], feats[0])
-        nhwc = model.forward_intermediates(x, indices=1, output_fmt="NHWC", intermediates_only=True)
-        assert nhwc[0].shape == (1, 2, 2, 64)
+        assert [f.shape for f in feats] == [(1, 32, 16, 16), (1, 32, 8, 8), (1, 64, 2, 2)]
+        torch.testing.assert_close(feats[0], model.tokenizer.stem(x))  # the stem, before the pool
+        only = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+        torch.testing.assert_close(only[0], feats[1])
+        nhwc = model.forward_intermediates(x, indices=2, output_fmt="NHWC", intermediates_only=True)
+        assert [f.shape for f in nhwc] == [(1, 8, 8, 32), (1, 2, 2, 64)]  # the last two levels
+        early = model.forward_intermediates(x, indices=[0, 1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[1], feats[1])
         assert model.forward_head(final, pre_logits=True).shape == (1, 64)
-    model.prune_intermediate_layers(indices=[0])
-    assert len(model.stages) == 1 and model.num_classes == 0
+        assert model.prune_intermediate_layers(indices=[1]) == [1]
+        assert len(model.stages) == 1 and model.num_classes == 0 and model.num_features == 32
+        pruned = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+        torch.testing.assert_close(pruned[0], feats[1])
+        model.prune_intermediate_layers(indices=[0])
+        assert len(model.stages) == 0
+        torch.testing.assert_close(model.forward_intermediates(x, indices=[0], intermediates_only=True)[0],
+                                   feats[0])
 
 
 def test_reset_classifier():
@@ -281,8 +294,8 @@ def test_reset_classifier():
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 11)
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 64)
-    with pytest.raises(ValueError):
-        model.reset_classifier(3, global_pool="avg")
+    with pytest.raises(ValueError, match="not one of"):
+        model.reset_classifier(3, global_pool="max")
 
 
 def test_fuse_keeps_outputs():
@@ -322,10 +335,7 @@ def test_torch_compile_fullgraph_matches_eager():
         torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
 
 
-def test_window_attention_runs_in_fp32_when_training_under_cpu_autocast(monkeypatch):
-    """Training under CPU bf16 autocast: SDPA gets fp32 q/k/v (its short-window bf16 backward
-    is the slow path); inference keeps bf16; the block's output stays in the autocast dtype."""
-    attn = PartitionedAttention(16, 2, block_size=4)
+def _sdpa_spy(monkeypatch) -> list:
     seen = []
     real_sdpa = F.scaled_dot_product_attention
 
@@ -334,7 +344,20 @@ def test_window_attention_runs_in_fp32_when_training_under_cpu_autocast(monkeypa
         return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_window_attention_runs_in_fp32_when_training_under_the_cpu_switch(monkeypatch):
+    """set_cpu_autocast_training on, training under CPU bf16 autocast: SDPA gets fp32 q/k/v (its
+    short-window bf16 backward is the slow path); eval keeps bf16, and so does training with
+    the switch off; the block's output stays in the autocast dtype."""
+    attn = PartitionedAttention(16, 2, block_size=4)
+    seen = _sdpa_spy(monkeypatch)
     cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(cls, x)
+    assert seen[-1] == (torch.bfloat16,) * 3 + (True,)  # off by default
+    set_cpu_autocast_training(attn, True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         c_out, p_out = attn(cls, x)
     assert seen[-1] == (torch.float32, torch.float32, torch.float32, False)
@@ -343,15 +366,16 @@ def test_window_attention_runs_in_fp32_when_training_under_cpu_autocast(monkeypa
     ref_c, ref_p = attn(cls.detach(), x.detach())  # fp32 reference
     torch.testing.assert_close(c_out.float(), ref_c, atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(p_out.float(), ref_p, atol=3e-2, rtol=3e-2)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    attn.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         attn(cls, x)
     assert seen[-1][:3] == (torch.bfloat16,) * 3
     attn(cls, x)  # no autocast: fp32 as before
     assert seen[-1][:3] == (torch.float32,) * 3
 
 
-def test_torch_compile_fullgraph_attention_training_under_cpu_autocast():
-    attn = PartitionedAttention(16, 2, block_size=4)
+def test_torch_compile_fullgraph_attention_training_under_the_cpu_switch():
+    attn = set_cpu_autocast_training(PartitionedAttention(16, 2, block_size=4), True)
     cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16)
     compiled = torch.compile(attn, fullgraph=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -361,6 +385,14 @@ def test_torch_compile_fullgraph_attention_training_under_cpu_autocast():
     for o, r in zip(out, ref):
         assert o.dtype == torch.bfloat16
         torch.testing.assert_close(o.float(), r.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_sincos_table_is_timms():
+    from timm.layers import build_sincos2d_pos_embed
+
+    for h, w, dim in [(8, 8, 32), (5, 9, 64), (1, 3, 4)]:
+        ref = build_sincos2d_pos_embed([h, w], dim=dim).view(1, h, w, dim)
+        torch.testing.assert_close(sincos_table(h, w, dim, torch.device("cpu")), ref, rtol=0, atol=0)
 
 
 def test_separable_conv_token_path_matches_conv_path():

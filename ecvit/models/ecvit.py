@@ -56,23 +56,26 @@ features (``forward_intermediates`` / ``features_only``), not from the class log
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
+import torch.fx
 import torch.nn.functional as F
-from timm.layers import DropPath, build_sincos2d_pos_embed, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.layers import DropPath, register_notrace_function, trunc_normal_, use_fused_attn
+from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import attention, fp32_attention_for as fp32_attention
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",
            "EncoderBlock", "ECViTStage", "checkpoint_filter_fn"]
 
 PAPER = "Qian 2025, arXiv 2504.14825"
+GLOBAL_POOLS = ("token", "avg", "")
+
 
 def _nhwc_to_nchw(x: torch.Tensor) -> torch.Tensor:
     """[B, H, W, C] -> [B, C, H, W] as a view (channels-last memory, no copy)."""
@@ -156,12 +159,19 @@ class Tokenizer(nn.Module):
             h, w = (h + 1) // 2, (w + 1) // 2
         return (h + 1) // 2, (w + 1) // 2  # 3x3 max pool, pad 1, stride 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The two separable convs: image -> low-level map ``[B, stem_chans, H/4, W/4]`` (channels-last)."""
         # Channels-last end to end: convs, pool and the NHWC token view run without copies
         # (on CPU the pool alone is >10x faster than on an NCHW bf16 map).
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.pool(self.conv_v(self.conv_h(x)))
-        return self.proj(_nchw_to_nhwc(x))
+        return self.conv_v(self.conv_h(x))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Low-level map -> max pool -> patch tokens ``[B, H, W, embed_dim]`` (Eq. 3)."""
+        return self.proj(_nchw_to_nhwc(self.pool(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tokens(self.stem(x))
 
 
 def _window_layout(height: int, width: int, block_size: int) -> tuple[int, int, int, int]:
@@ -178,6 +188,84 @@ def _window_valid(height: int, width: int, block_size: int, device: torch.device
     valid = rows[:, None] & cols[None, :]  # [Hp, Wp]
     valid = valid.view(hp // wh, wh, wp // ww, ww).permute(0, 2, 1, 3)
     return valid.reshape(-1, wh * ww)
+
+
+# The window helpers below branch on the grid size; FX cannot trace that, so they are leaves
+# of its graphs (torch.fx.wrap for any tracer, register_notrace_function for timm's).
+
+
+@torch.fx.wrap
+@register_notrace_function
+def partition_windows(cls: torch.Tensor, x: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``cls`` [B, C], ``x`` [B, H, W, C] -> windows ``[B*nW, 1 + wh*ww, C]``, class token first.
+
+    The grid is padded at the bottom/right to whole windows; one copy at width C.
+    """
+    b, h, w, c = x.shape
+    wh, ww, hp, wp = _window_layout(h, w, block_size)
+    gh, gw = hp // wh, wp // ww
+    if hp != h or wp != w:
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    tokens = x.new_empty([b, gh, gw, 1 + wh * ww, c])
+    tokens[:, :, :, 0] = cls[:, None, None]
+    tokens[:, :, :, 1:].view(b, gh, gw, wh, ww, c).copy_(
+        x.view(b, gh, wh, gw, ww, c).permute(0, 1, 3, 2, 4, 5))
+    return tokens.view(b * gh * gw, 1 + wh * ww, c)
+
+
+@torch.fx.wrap
+@register_notrace_function
+def window_key_mask(x: torch.Tensor, block_size: int) -> Optional[torch.Tensor]:
+    """Bool ``[B*nW, 1, 1, 1 + wh*ww]`` keeping the real keys (and the class key) of ``x``'s
+    windows; None when the grid needs no padding."""
+    b, h, w = x.shape[0], x.shape[1], x.shape[2]
+    wh, ww, hp, wp = _window_layout(h, w, block_size)
+    if hp == h and wp == w:
+        return None
+    valid = _window_valid(h, w, block_size, x.device)  # [nW, t]
+    n_win = valid.shape[0]
+    keep = torch.cat([valid.new_ones([n_win, 1]), valid], dim=1)  # class key always kept
+    return keep[None, :, None, None, :].expand(b, -1, 1, 1, -1).reshape(b * n_win, 1, 1, 1 + wh * ww)
+
+
+@torch.fx.wrap
+@register_notrace_function
+def mask_scores(attn: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Attention scores with the masked-out (padded) keys at -inf."""
+    if mask is None:
+        return attn
+    return attn.masked_fill(~mask, float("-inf"))
+
+
+@torch.fx.wrap
+@register_notrace_function
+def merge_windows(out: torch.Tensor, height: int, width: int, block_size: int,
+                  cls_merge: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows ``[B*nW, 1 + t, C]`` -> merged class token ``[B, C]`` and patches ``[B, H, W, C]``.
+
+    ``cls_merge="mean"`` weights each window by its number of real tokens (the plain mean
+    for a divisible grid), ``"max"`` takes the element-wise maximum; padding is cropped.
+    """
+    wh, ww, hp, wp = _window_layout(height, width, block_size)
+    gh, gw = hp // wh, wp // ww
+    c = out.shape[-1]
+    out = out.view(-1, gh, gw, 1 + wh * ww, c)
+    b = out.shape[0]
+    padded = hp != height or wp != width
+    cls_win = out[:, :, :, 0]  # [B, gh, gw, C]: each window's class-token output
+    if cls_merge == "max":
+        cls_out = cls_win.amax(dim=(1, 2))
+    elif not padded:
+        cls_out = cls_win.mean(dim=(1, 2))
+    else:
+        valid = _window_valid(height, width, block_size, out.device)
+        weight = valid.sum(1).to(cls_win.dtype).view(1, gh, gw, 1) / (height * width)
+        cls_out = (cls_win * weight).sum(dim=(1, 2))
+    patches = out[:, :, :, 1:].view(b, gh, gw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(b, hp, wp, c)
+    if padded:
+        patches = patches[:, :height, :width]
+    return cls_out, patches
 
 
 class PartitionedAttention(nn.Module):
@@ -197,6 +285,9 @@ class PartitionedAttention(nn.Module):
 
     As in the paper (Eq. 7-9) each window's MSA, output projection included, runs first and
     the windows' class-token outputs are merged afterwards.
+
+    ``fused_attn`` (timm's switch, on by default) picks SDPA; off, the attention weights are
+    computed explicitly (``attn.softmax``), which is what ``timm.utils.AttentionExtract`` reads.
     """
 
     def __init__(self, dim: int, num_heads: int, block_size: int = 7, qkv_bias: bool = True,
@@ -211,57 +302,59 @@ class PartitionedAttention(nn.Module):
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
         self.block_size = block_size
         self.cls_merge = cls_merge
+        self.fused_attn = use_fused_attn()
+        # Set by set_cpu_autocast_training: in training, windows of at most fp32_max_keys keys
+        # (all of ECViT's: 50) run their attention in fp32; the short-window bf16 SDPA
+        # backward is the slow path on CPUs without AMX (-43% of a step; benchmarks/NOTES.md).
+        self.cpu_autocast_training = False
+        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``cls`` [B, C], ``x`` [B, H, W, C] -> same shapes."""
-        b, h, w, c = x.shape
-        nh, hd = self.num_heads, self.head_dim
-        wh, ww, hp, wp = _window_layout(h, w, self.block_size)
-        gh, gw = hp // wh, wp // ww
-        n_win, t = gh * gw, wh * ww
-
-        padded = hp != h or wp != w
-        if padded:
-            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-        # Window order, class token in front of every window: one copy at width C.
-        tokens = x.new_empty(b, gh, gw, 1 + t, c)
-        tokens[:, :, :, 0] = cls[:, None, None]
-        tokens[:, :, :, 1:].view(b, gh, gw, wh, ww, c).copy_(
-            x.view(b, gh, wh, gw, ww, c).permute(0, 1, 3, 2, 4, 5))
-        qkv = self.qkv(tokens.view(b * n_win, 1 + t, c))
-        if fp32_attention(qkv, 1 + t):  # cast once here rather than q, k and v separately
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        tokens = partition_windows(cls, x, self.block_size)
+        mask = window_key_mask(x, self.block_size)
+        bw, n = tokens.shape[0], tokens.shape[1]
+        qkv = self.qkv(tokens)
+        fp32 = self.cpu_autocast_training and self.training and n <= self.fp32_max_keys
+        if fp32:  # cast once here rather than q, k and v separately
             qkv = qkv.float()
-        q, k, v = qkv.view(b * n_win, 1 + t, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # [B*nW, nh, 1+t, hd]
-
-        mask = None
-        if padded:
-            valid = _window_valid(h, w, self.block_size, x.device)  # [nW, t]
-            keep = torch.cat([valid.new_ones(n_win, 1), valid], dim=1)  # class key always kept
-            mask = keep[None, :, None, None, :].expand(b, -1, 1, 1, -1).reshape(b * n_win, 1, 1, 1 + t)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, gh, gw, 1 + t, c)))
-
-        cls_win = out[:, :, :, 0]  # [B, gh, gw, C]: each window's class-token output
-        if self.cls_merge == "max":
-            cls_out = cls_win.amax(dim=(1, 2))
-        elif not padded:
-            cls_out = cls_win.mean(dim=(1, 2))
+        q, k, v = qkv.view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        if fp32:
+            out = fp32_attention(q, k, v, mask, dropout_p, None)
+        elif self.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
-            weight = valid.sum(1).to(cls_win.dtype).view(1, gh, gw, 1) / (h * w)
-            cls_out = (cls_win * weight).sum(dim=(1, 2))
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = mask_scores(attn, mask)
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            out = attn @ v
+        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
+        return merge_windows(out, h, w, self.block_size, self.cls_merge)
 
-        patches = out[:, :, :, 1:].view(b, gh, gw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(b, hp, wp, c)
-        if padded:
-            patches = patches[:, :h, :w]
-        return cls_out, patches
+    def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Class token's attention weights over the ``height x width`` patch grid: ``[B, H, W]``.
+
+        ``attn`` is ``[B*nW, heads, 1 + t, 1 + t]`` (one softmax per window); averaged over
+        heads, each window's map is weighted as the mean merge weights its class-token
+        output (its share of the real tokens), so the map sums to at most 1, like a ViT's.
+        For ``cls_merge="max"`` the same weights are an approximation.
+        """
+        wh, ww, hp, wp = _window_layout(height, width, self.block_size)
+        gh, gw = hp // wh, wp // ww
+        weight = _window_valid(height, width, self.block_size, attn.device).sum(1).to(attn.dtype)
+        maps = attn[:, :, 0, 1:].mean(dim=1).view(-1, gh * gw, wh * ww) * (weight / (height * width))[:, None]
+        maps = maps.view(-1, gh, gw, wh, ww).permute(0, 1, 3, 2, 4).reshape(-1, hp, wp)
+        return maps[:, :height, :width]
 
 
 class InteractiveFFN(nn.Module):
@@ -353,6 +446,7 @@ class ECViTStage(nn.Module):
                  mlp_ratio: float, block_size: int, drop_path: Sequence[float],
                  merge_kernel: int = 4, merge_stride: int = 4, **block_kwargs) -> None:
         super().__init__()
+        self.grad_checkpointing = False
         self.merge = TokenMerging(in_dim, dim, merge_kernel, merge_stride) if in_dim else None
         self.blocks = nn.ModuleList([
             EncoderBlock(dim, num_heads, mlp_ratio, block_size, drop_path=drop_path[i], **block_kwargs)
@@ -362,7 +456,10 @@ class ECViTStage(nn.Module):
         if self.merge is not None:
             cls, x = self.merge(cls, x)
         for blk in self.blocks:
-            cls, x = blk(cls, x)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                cls, x = checkpoint(blk, cls, x)
+            else:
+                cls, x = blk(cls, x)
         return cls, x
 
 
@@ -394,11 +491,57 @@ def _to_pair(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def sincos_table(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Fixed 2-D sin-cos positional table ``[1, H, W, dim]``: sin(row), sin(col), cos(row), cos(col).
+
+    Each quarter uses the frequencies ``10000 ** -(i / (dim / 4))``; the same table as timm's
+    ``build_sincos2d_pos_embed``, written here so TorchScript can compile it.
+    """
+    quarter = dim // 4
+    omega = 1.0 / (10000.0 ** (torch.arange(quarter, device=device).float() / quarter))
+    rows = torch.arange(height, device=device).float()[:, None, None] * omega
+    cols = torch.arange(width, device=device).float()[None, :, None] * omega
+    rows, cols = rows.expand(height, width, quarter), cols.expand(height, width, quarter)
+    return torch.cat([rows.sin(), cols.sin(), rows.cos(), cols.cos()], dim=-1)[None]
+
+
+@torch.fx.wrap
+@register_notrace_function
+def position_table(pos_embed: Optional[torch.Tensor], like: torch.Tensor, mode: str) -> torch.Tensor:
+    """Positional encoding ``[1, H, W, C]`` for the token grid of ``like`` ([B, H, W, C]).
+
+    A learnable table is used as is on its own grid and resampled (``mode``, align_corners
+    False) for others; without one, the sin-cos table of the actual grid.
+    """
+    height, width = like.shape[1], like.shape[2]
+    if pos_embed is None:
+        return sincos_table(height, width, like.shape[-1], like.device).to(like.dtype)
+    if pos_embed.shape[1] == height and pos_embed.shape[2] == width:
+        return pos_embed
+    table = F.interpolate(_nhwc_to_nchw(pos_embed), size=[height, width], mode=mode, align_corners=False)
+    return _nchw_to_nhwc(table)
+
+
+@torch.fx.wrap
+@register_notrace_function
+def checked_image(x: torch.Tensor, stem_stride: str) -> torch.Tensor:
+    """``x`` itself, or a ValueError if it is too small to yield a single token."""
+    h, w = x.shape[-2], x.shape[-1]
+    for _ in range(2 if stem_stride == "both" else 1):  # the stem's stride-2 convs
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if min(h, w) < 1:
+        raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} yields no tokens")
+    return x
+
+
 class ECViT(nn.Module):
     """ECViT (Qian 2025): tokenizer, stages of P-MSA / I-FFN encoders with token merging, MLP head.
 
     Per-stage lists (``embed_dims``, ``depths``, ``num_heads``, ``mlp_ratios``) must have the
     same length; a stage of depth 0 is only a merging layer (the paper's final one).
+    ``global_pool``: 'token' (the class token, paper), 'avg' (mean of the last stage's patch
+    tokens) or '' (no pooling: the head runs on every token). Feature levels
+    (``feature_info``, ``forward_intermediates``): the tokenizer's stem map, then each stage.
     """
 
     def __init__(
@@ -449,13 +592,14 @@ class ECViT(nn.Module):
             raise ValueError(f"sincos positional encoding needs embed_dims[0] divisible by 4, got {embed_dims[0]}")
         if merge_kernel < 1 or merge_stride < 1:
             raise ValueError(f"merge_kernel and merge_stride must be >= 1, got {merge_kernel}, {merge_stride}")
-        if global_pool != "token":
-            raise ValueError(f"ECViT classifies from the class token; global_pool must be 'token', got {global_pool!r}")
+        if global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
 
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
         self.img_size = _to_pair(img_size)
+        self.embed_dims = tuple(embed_dims)
         self.num_features = self.embed_dim = embed_dims[-1]
         self.pos_embed_type = pos_embed
         self.pos_interp = pos_interp
@@ -473,8 +617,10 @@ class ECViT(nn.Module):
 
         total = sum(depths)
         dpr = [drop_path_rate * i / max(1, total - 1) for i in range(total)]  # linear over all blocks
-        stages, self.feature_info = [], []
+        stages = []
         reduction = self.img_size[0] / self.grid_size[0]
+        self.feature_info = [dict(num_chs=stem_chans, reduction=4 if stem_stride == "both" else 2,
+                                  module="tokenizer")]
         start = 0
         for i, (dim, depth, heads, ratio) in enumerate(zip(embed_dims, depths, num_heads, mlp_ratios)):
             if i:
@@ -510,50 +656,70 @@ class ECViT(nn.Module):
         return {"cls_token", "pos_embed"} if self.pos_embed is not None else {"cls_token"}
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups for layer-wise lr decay (timm's ``param_groups_layer_decay``).
+
+        Tokenizer, class token and positions form the stem; a stage's merging layer joins
+        its first block (as timm's downsampling layers do) and the final norm the last group.
+        ``coarse`` groups by stage.
+        """
+        return dict(
+            stem=r"^cls_token|^pos_embed|^tokenizer",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.merge", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each encoder in the backward pass instead of keeping its activations."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New final Linear for ``num_classes`` (0: none); the MLP's hidden layer is kept."""
-        if global_pool not in (None, "", "token"):
-            raise ValueError(f"ECViT classifies from the class token; global_pool {global_pool!r} is not supported")
+        """New final Linear for ``num_classes`` (0: none); the MLP's hidden layer is kept.
+
+        ``global_pool`` as in ``__init__``; '' leaves the tokens unpooled.
+        """
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head.fc = nn.Linear(self.head.width, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             trunc_normal_(self.head.fc.weight, std=0.02)
             nn.init.zeros_(self.head.fc.bias)
 
-    def _pos_table(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        """Positional encoding [1, H, W, C] for the actual token grid."""
-        if self.pos_embed is None:
-            table = build_sincos2d_pos_embed(list(grid), dim=like.shape[-1], device=like.device)
-            return table.view(1, *grid, -1).to(like.dtype)
-        if tuple(grid) == tuple(self.pos_embed.shape[1:3]):
-            return self.pos_embed
-        table = F.interpolate(_nhwc_to_nchw(self.pos_embed), size=grid, mode=self.pos_interp,
-                              align_corners=False)
-        return _nchw_to_nhwc(table)
-
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = x.shape[-2:]
-        if min(self.tokenizer.grid_size((h, w))) < 1:
-            raise ValueError(f"input {h}x{w} yields no tokens")
-        x = self.tokenizer(x)
-        x = x + self._pos_table((x.shape[1], x.shape[2]), x)
+    def _embed(self, stem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stem map -> class token ``[B, C]`` and positioned patch tokens ``[B, H, W, C]``."""
+        x = self.tokenizer.tokens(stem)
+        x = x + position_table(self.pos_embed, x, self.pos_interp)
         # repeat, not expand: a view of a parameter confuses module hooks under no_grad
         cls = self.cls_token.repeat(x.shape[0], 1)
         return cls, x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> normalised tokens ``[B, 1 + H*W, C]`` of the last stage (class token first)."""
-        cls, x = self._embed(x)
+        cls, x = self._embed(self.tokenizer.stem(checked_image(x, self.tokenizer.stem_stride)))
         for stage in self.stages:
             cls, x = stage(cls, x)
         tokens = torch.cat([cls[:, None], x.flatten(1, 2)], dim=1)
         return self.norm(tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x[:, 0], pre_logits=pre_logits)
+        """Pool the tokens (class token by default; '' keeps them all) and run the MLP head."""
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":
+            x = x[:, 1:].mean(dim=1)
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -567,35 +733,37 @@ class ECViT(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """timm's API: per-stage patch-token maps (NCHW); ``norm`` normalises the last stage's."""
+        """timm's API: the stem map, then each stage's patch-token map; ``norm`` normalises the last stage's."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        take, max_index = feature_take_indices(1 + len(self.stages), indices)
         intermediates = []
-        cls, x = self._embed(x)
-        last = len(self.stages) - 1
-        for i, stage in enumerate(stages):
+        stem = self.tokenizer.stem(checked_image(x, self.tokenizer.stem_stride))
+        if 0 in take:
+            intermediates.append(stem.contiguous() if output_fmt == "NCHW" else _nchw_to_nhwc(stem))
+        cls, x = self._embed(stem)
+        stages = self.stages[:max_index] if stop_early else self.stages
+        for level, stage in enumerate(stages, start=1):
             cls, x = stage(cls, x)
-            if i in take:
-                feat = self.norm(x) if norm and i == last else x
+            if level in take:
+                feat = self.norm(x) if norm and level == len(self.stages) else x
                 intermediates.append(_nhwc_to_nchw(feat).contiguous() if output_fmt == "NCHW" else feat)
         if intermediates_only:
             return intermediates
-        if len(stages) != len(self.stages):
-            for stage in self.stages[len(stages):]:
-                cls, x = stage(cls, x)
+        for stage in self.stages[len(stages):]:
+            cls, x = stage(cls, x)
         return self.norm(torch.cat([cls[:, None], x.flatten(1, 2)], dim=1)), intermediates
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop stages after the last wanted one (and the norm / head when asked)."""
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if max_index < len(self.feature_info) - 1 or prune_norm:
+        """Drop stages after the last wanted level (and the norm / head when asked)."""
+        take, max_index = feature_take_indices(1 + len(self.stages), indices)
+        pruned_end = max_index < len(self.stages)
+        self.stages = self.stages[:max_index]  # level i > 0 is stage i - 1
+        if pruned_end or prune_norm:
             self.norm = nn.Identity()
-        if max_index < len(self.feature_info) - 1:
-            self.num_features = self.feature_info[max_index]["num_chs"]
+        if pruned_end:
+            self.num_features = self.embed_dims[max(max_index - 1, 0)]
             self.head = MlpHead(self.num_features, 0, None)
             self.head_hidden_size = self.num_features
         if prune_head:
@@ -624,9 +792,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ECViT) -> d
 
 
 def _create_ecvit(variant: str, pretrained: bool = False, **kwargs) -> ECViT:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (0, 0, 0))))))
+    # feature levels: the tokenizer's stem, then every stage
+    out_indices = kwargs.pop("out_indices", tuple(range(1 + len(kwargs.get("depths", (0, 0, 0))))))
     return build_model_with_cfg(
         ECViT, variant, pretrained,
+        pretrained_cfg_overlay=img_size_cfg_overlay(kwargs),
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
         **kwargs,
@@ -638,7 +808,7 @@ def _cfg(**kwargs) -> dict:
         "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None,
         "crop_pct": 0.875, "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225), "first_conv": "tokenizer.conv_h.conv.dw",
-        "classifier": "head", "paper_ids": "arXiv:2504.14825", **kwargs,
+        "classifier": "head.fc", "paper_ids": "arXiv:2504.14825", **kwargs,
     }
 
 
