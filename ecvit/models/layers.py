@@ -79,25 +79,3 @@ def img_size_cfg_overlay(kwargs: dict[str, Any]) -> dict[str, Any] | None:
         overlay["input_size"] = (kwargs.get("in_chans", 3), *(int(s) for s in size))
     return overlay or None
 
-
-# --- being replaced by set_cpu_autocast_training (families still call these) ---
-
-
-def cpu_autocast_training(x: torch.Tensor) -> bool:
-    """Whether ``x`` is on the CPU while autograd records under CPU autocast (a training step)."""
-    return x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu")
-
-
-def fp32_attention_for(x: torch.Tensor, num_keys: int) -> bool:
-    """Whether attention over ``num_keys`` keys runs in fp32: short keys, training, CPU autocast."""
-    return num_keys <= FP32_ATTENTION_MAX_KEYS and cpu_autocast_training(x)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
-              dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
-    """``scaled_dot_product_attention``, in fp32 for short keys when training under CPU autocast."""
-    if fp32_attention_for(q, k.shape[-2]):
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
-                                                  dropout_p=dropout_p, scale=scale)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
