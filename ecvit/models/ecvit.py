@@ -822,8 +822,9 @@ default_cfgs = generate_default_cfgs({
 @register_model(paper=PAPER)
 def ecvit_tiny(pretrained: bool = False, **kwargs) -> ECViT:
     """Small and fast, for 32-64 px inputs and CPU training (a 32 px input gives a 4x4 token
-    grid, one window; 64 px an 8x8 grid, padded 7x7 windows)."""
-    args = dict(embed_dims=(64, 128), depths=(2, 2), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
+    grid, one window; 64 px an 8x8 grid, padded 7x7 windows). Drop path 0.1, as DeiT-Tiny."""
+    args = dict(embed_dims=(64, 128), depths=(2, 2), num_heads=(2, 4), mlp_ratios=(2.0, 2.0),
+                drop_path_rate=0.1)
     return _create_ecvit("ecvit_tiny", pretrained, **dict(args, **kwargs))
 
 
