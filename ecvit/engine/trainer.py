@@ -35,6 +35,7 @@ from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
 from ecvit.errors import DataError, TrainingError, UsageError
+from ecvit.models import set_cpu_autocast_training
 
 
 def train(plan: RunPlan | Config) -> dict[str, Any]:
@@ -92,6 +93,8 @@ class _Run:
         self.model = build_model(cfg, self.num_classes).to(self.device)
         if t.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        # the models' CPU precision policy: opt-in, for training under CPU bf16 autocast only
+        set_cpu_autocast_training(self.model, self.precision.cpu_autocast_training)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.mixup = build_mixup(cfg, self.num_classes)
