@@ -319,3 +319,34 @@ def test_use_ema_without_ema_weights_is_a_usage_error(run_dir, tmp_path, capsys)
                  ["predict", "--checkpoint", str(run_dir / "model_best.pth"), "--use-ema", str(image)]):
         code, _, err = run_main(argv, capsys)
         assert code == 2 and "holds no EMA weights" in err, err
+
+
+# ------------------------------------------------------- memory and fine-tuning options
+
+
+SIM = ["--dataset", "simulated", "--num-classes", "3", "--train-size", "24", "--val-size", "12"]
+
+
+@pytest.mark.slow
+def test_grad_checkpointing_trains_the_same_weights(tmp_path, capsys):
+    for name, extra in (("plain", []), ("ckpt", ["--grad-checkpointing"])):
+        code, text, err = run_main(train_argv(*SIM, "--epochs", "1", "--output-dir",
+                                              str(tmp_path / name), *extra), capsys)
+        assert code == 0, err
+    assert "gradient checkpointing" in (tmp_path / "ckpt" / "train.log").read_text()
+    plain = read_checkpoint(tmp_path / "plain" / "checkpoint.pth")["model"]
+    ckpt = read_checkpoint(tmp_path / "ckpt" / "checkpoint.pth")["model"]
+    for key in plain:  # drop path draws the same masks: checkpointing replays the RNG state
+        assert np.allclose(plain[key].numpy(), ckpt[key].numpy(), atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_layer_decay_scales_the_learning_rate_by_depth(tmp_path, capsys):
+    code, _, err = run_main(train_argv(*SIM, "--epochs", "1", "--output-dir", str(tmp_path),
+                                       "--layer-decay", "0.5"), capsys)
+    assert code == 0, err
+    groups = read_checkpoint(tmp_path / "checkpoint.pth")["optimizer"]["param_groups"]
+    scales = sorted({round(g["lr_scale"], 6) for g in groups})
+    assert scales[-1] == 1.0 and scales[0] < 0.1  # the head at full lr, the stem decayed
+    assert all(g["lr"] == pytest.approx(groups[0]["lr"] / groups[0]["lr_scale"] * g["lr_scale"])
+               for g in groups)
