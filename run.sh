@@ -96,9 +96,11 @@ else
              --master_port "${port:-29500}")
 fi
 
-# Check the config in one plain process first, so a mistake is one line and exit 2
-# instead of a failure report from every rank.
-"${PYTHON:-python}" -m ecvit "$command" --cfg "$cfg" --dry-run "$@" >/dev/null || exit $?
+# The preflight in one plain process first (config, device, precision, model, data, output
+# directory), so a mistake is one line and exit 2 instead of a failure report from every
+# rank; its plan (the "# " lines of --dry-run) is shown before the launch.
+plan=$("${PYTHON:-python}" -m ecvit "$command" --cfg "$cfg" --dry-run "$@") || exit $?
+grep '^# ' <<<"$plan" || true
 
 exec "${PYTHON:-python}" -m torch.distributed.run "${launcher[@]}" \
   -m ecvit "$command" --cfg "$cfg" "$@"

@@ -106,6 +106,7 @@ def test_train_on_two_processes_then_test_on_one(experiment, tmp_path):
     out = tmp_path / "out"
     proc = run_sh("-g", 2, "-t", "train", "--cfg", experiment, "SEED", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("# model ecvit_tiny:")  # the preflight's plan, shown first
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics) == 1 and (out / "model_best.pth").is_file()
     assert "SEED: 1" in (out / "config.yaml").read_text()  # the override reached the run
@@ -116,3 +117,11 @@ def test_train_on_two_processes_then_test_on_one(experiment, tmp_path):
     result = json.loads((tmp_path / "test" / "model_best.validate.json").read_text())
     assert result["num_samples"] == 21  # odd size: every sample counted once
     assert result["top1"] == pytest.approx(metrics[-1]["val_top1"])
+
+
+@pytest.mark.slow
+def test_preflight_refuses_what_every_rank_would_fail_on(experiment):
+    proc = run_sh("-g", "2", "-t", "train", "--cfg", experiment, "TRAIN.AMP", "fp16")
+    assert proc.returncode == 2 and "fp16 needs a CUDA device" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (experiment.parent / "out").exists()
