@@ -350,3 +350,25 @@ def test_layer_decay_scales_the_learning_rate_by_depth(tmp_path, capsys):
     assert scales[-1] == 1.0 and scales[0] < 0.1  # the head at full lr, the stem decayed
     assert all(g["lr"] == pytest.approx(groups[0]["lr"] / groups[0]["lr_scale"] * g["lr_scale"])
                for g in groups)
+
+
+@pytest.mark.slow
+def test_models_built_from_a_checkpoint_carry_its_preprocessing(run_dir, tmp_path):
+    import timm
+    from timm.data import resolve_data_config
+    from timm.models import save_for_hf
+
+    import ecvit
+
+    for model in (ecvit.create_model("ecvit_tiny", num_classes=3, img_size=32,
+                                     checkpoint_path=run_dir / "model_best.pth"),
+                  ecvit.engine.load_for_inference(str(run_dir / "model_best.pth"))[0]):
+        data = resolve_data_config(model=model)
+        assert data["input_size"] == (3, 32, 32) and data["crop_pct"] == 0.875
+        assert data["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    save_for_hf(model, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert config["pretrained_cfg"]["label_names"] == list(CLASSES) and config["num_classes"] == 3
+    again = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True)
+    assert again.pretrained_cfg["input_size"] == (3, 32, 32)

@@ -111,8 +111,14 @@ def create_model(
 
 
 def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> None:
-    """Load weights safely into ``model``; mismatches raise a CheckpointError naming tensors."""
-    state = extract_state_dict(read_checkpoint(path))
+    """Load weights safely into ``model``; mismatches raise a CheckpointError naming tensors.
+
+    A checkpoint written by ``ecvit train`` also brings its preprocessing (input size,
+    mean/std, interpolation, crop) into the model's ``pretrained_cfg``, unless ``finetune``
+    starts a new task.
+    """
+    ckpt = read_checkpoint(path)
+    state = extract_state_dict(ckpt)
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
         state = filter_fn(state, model)
@@ -138,6 +144,13 @@ def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> 
                 if wrong and set(wrong) <= head_keys else "")
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts) + hint)
     model.load_state_dict(state, strict=not finetune)
+    if not finetune:
+        from ecvit.engine.builder import adopt_preprocessing
+        from ecvit.engine.spec import CheckpointSpec
+
+        spec = CheckpointSpec.from_checkpoint(ckpt, str(path))
+        if spec is not None:
+            adopt_preprocessing(model, spec)
 
 
 def _classifier_keys(model: nn.Module, keys: dict[str, torch.Tensor]) -> set[str]:
