@@ -12,6 +12,7 @@ left out never overrides the YAML file.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import dataclass
@@ -278,23 +279,39 @@ def validate_config(args: argparse.Namespace, base: Config | None = None) -> tup
 
     A checkpoint written by ``train`` saved its config: that is the base, so with no other
     flag the checkpoint is evaluated on the dataset and root it was trained on; --cfg,
-    flags and overrides still apply on top. The device is chosen afresh (a GPU run's
-    checkpoint validates on a laptop).
+    flags and overrides still apply on top.
     """
-    from ecvit.checkpoint import read_checkpoint
-
     cfg = config_from_args(args, VALIDATE, base)
     checkpoint = default_checkpoint(cfg)
     flags = given_flags(args, VALIDATE)
     overrides = [str(k).upper() for k in list(getattr(args, "overrides", None) or [])[::2]]
     explicit_out = "OUTPUT_DIR" in flags or "OUTPUT_DIR" in overrides
-    saved = read_checkpoint(checkpoint).get("config") if Path(checkpoint).is_file() else None
-    if isinstance(saved, dict):
-        trained = config_from_dict(saved, source=f"{checkpoint} (its saved config)")
-        trained.device = ""
-        trained.test.model_file = checkpoint
+    trained = _trained_config(checkpoint, base)
+    if trained is not None:
         cfg = config_from_args(args, VALIDATE, trained)
     return cfg, checkpoint, cfg.output_dir if explicit_out else None
+
+
+def _trained_config(checkpoint: str, base: Config | None) -> Config | None:
+    """The config a checkpoint was trained with (or its dataset, for exports); None if neither."""
+    from ecvit.checkpoint import read_checkpoint
+
+    if not Path(checkpoint).is_file():
+        return None  # validate reports the missing file
+    ckpt = read_checkpoint(checkpoint)
+    trained = None
+    if isinstance(ckpt.get("config"), dict):
+        try:
+            trained = config_from_dict(ckpt["config"], source=f"{checkpoint} (its saved config)")
+        except UsageError:  # written by an older version: its dataset is still in the spec
+            trained = None
+    if trained is None and ckpt.get("dataset"):
+        trained = copy.deepcopy(base) if base is not None else Config()
+        trained.data.dataset, trained.data.root = str(ckpt["dataset"]), str(ckpt.get("data_root") or "")
+    if trained is not None:
+        trained.device = ""  # chosen afresh: a GPU run's checkpoint validates on a laptop
+        trained.test.model_file = checkpoint
+    return trained
 
 
 def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:

@@ -372,3 +372,15 @@ def test_models_built_from_a_checkpoint_carry_its_preprocessing(run_dir, tmp_pat
     assert config["pretrained_cfg"]["label_names"] == list(CLASSES) and config["num_classes"] == 3
     again = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True)
     assert again.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+@pytest.mark.slow
+def test_an_export_validates_on_its_training_data_without_flags(run_dir, tmp_path, capsys):
+    out = tmp_path / "best.safetensors"
+    assert run_main(["export", "--checkpoint", str(run_dir / "model_best.pth"), "--format",
+                     "safetensors", "--out", str(out)], capsys)[0] == 0
+    code, text, err = run_main(["validate", "--checkpoint", str(out)], capsys)
+    assert code == 0, err
+    rows = json.loads((run_dir / "metrics.json").read_text())
+    report = json.loads((tmp_path / "best.validate.json").read_text())
+    assert report["dataset"] == "folder" and report["top1"] == max(r["val_top1"] for r in rows)
