@@ -53,8 +53,6 @@ map, so the last encoder's I-FFN convolutions get gradients only from dense uses
 features (``forward_intermediates`` / ``features_only``), not from the class logits.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, Literal, Optional, Sequence
 

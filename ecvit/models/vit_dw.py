@@ -20,8 +20,6 @@ matters for dense features (``forward_intermediates``) but not for the logits; i
 because the paper counts it (ViT-Tiny: 12 modules, 27,648 parameters).
 """
 
-from __future__ import annotations
-
 from typing import Any, Sequence
 
 import torch
@@ -430,7 +428,7 @@ class VisionTransformerDW(nn.Module):
             self.reset_classifier(0)
         return take_indices
 
-    def fuse(self) -> VisionTransformerDW:
+    def fuse(self) -> "VisionTransformerDW":
         """Inference form: each shortcut's BN(s) and parallel convs become one conv (exact).
 
         The BN sits between GELU and the conv, so ``fuse_conv_bn_eval`` would be wrong at the
