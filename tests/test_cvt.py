@@ -446,23 +446,12 @@ def test_timm_registration():
         assert name in timm.list_models("cvt*")
     model = timm.create_model("cvt_13", num_classes=7, **SMALL)
     assert isinstance(model, CvT) and model.num_classes == 7
-    assert model.pretrained_cfg["input_size"] == (3, 224, 224)
     assert model.pretrained_cfg["interpolation"] == "bicubic"
     with torch.device("meta"):
         assert timm.create_model("cvt_w24").pretrained_cfg["input_size"] == (3, 384, 384)
-    assert ecvit.create_model("cvt_13", img_size=288, **SMALL).pretrained_cfg["input_size"] == (3, 288, 288)
 
 
-@pytest.mark.parametrize("factory", [timm.create_model, ecvit.create_model])
-def test_features_only(factory):
-    model = factory("cvt_13", features_only=True, **SMALL).eval()
-    assert model.feature_info.channels() == [64, 192, 384]
-    assert model.feature_info.reduction() == [4, 8, 16]
-    with torch.no_grad():
-        feats = model(torch.randn(2, 3, 64, 96))
-    assert [tuple(f.shape) for f in feats] == [(2, 64, 16, 24), (2, 192, 8, 12), (2, 384, 4, 6)]
-
-
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated upstream
 def test_forward_intermediates_and_prune():
     model = small_cvt().eval()
     x = torch.randn(1, 3, 64, 64)
@@ -470,6 +459,7 @@ def test_forward_intermediates_and_prune():
         final, inters = model.forward_intermediates(x)
         torch.testing.assert_close(final, model.forward_features(x))
         assert [f.shape[1] for f in inters] == [64, 192, 384]
+        assert [i["reduction"] for i in model.feature_info] == [4, 8, 16]
         # norm=True normalises the last map: channel-wise LayerNorm of the last stage's patch tokens
         normed = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         torch.testing.assert_close(normed[0], final[:, 1:].transpose(1, 2).reshape(1, 384, 4, 4))
@@ -480,8 +470,65 @@ def test_forward_intermediates_and_prune():
         assert model.prune_intermediate_layers([0, 1]) == [0, 1]
         assert not hasattr(model, "stage2") and model.num_features == 192
         assert model(x).shape == (1, 64, 192)
+        assert torch.jit.script(model)(x).shape == (1, 64, 192)  # the written-out stage chain stops at stage1
     features = timm.create_model("cvt_13", features_only=True, out_indices=(0, 1), **SMALL)
     assert not any(k.startswith("model.stage2") or ".stage2." in k for k in features.state_dict())
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")  # jit deprecation, FX node notes
+@pytest.mark.parametrize("kwargs", [dict(qkv_method="avg"), dict(qkv_method=("linear", "dw_bn", "avg")),
+                                    dict(embed_dims=(32, 64, 96, 128), depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4),
+                                         patch_sizes=(7, 3, 3, 3), patch_strides=(4, 2, 2, 2),
+                                         patch_paddings=(2, 1, 1, 1))])
+def test_torchscript_and_fx_of_other_configurations(kwargs):
+    """Projections that are None or pooling, and four stages, script and trace like the default."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    model = small_cvt(**kwargs).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
+        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
+        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+
+
+def test_more_stages_than_forward_features_names_are_refused():
+    with pytest.raises(UsageError, match="1 to 4 stages"):
+        ecvit.create_model("cvt_13", embed_dims=(8,) * 5, depths=(1,) * 5, num_heads=(1,) * 5,
+                           patch_sizes=(3,) * 5, patch_strides=(1,) * 5, patch_paddings=(1,) * 5)
+
+
+def test_cpu_switch_runs_short_key_attention_and_projections_in_fp32(monkeypatch):
+    """set_cpu_autocast_training, training under CPU bf16 autocast: the key/value-squeezed
+    attention of the later stages (<= 128 keys) and every depth-wise projection run in fp32
+    with autocast off; the first stage's long attention keeps bf16. Eval is untouched."""
+    import torch.nn.functional as F
+
+    from ecvit.models import set_cpu_autocast_training
+    from ecvit.models.cvt import ConvProjection
+
+    seen, convs = [], []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((k.shape[-2], q.dtype, torch.is_autocast_enabled("cpu")))
+        return real_sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = set_cpu_autocast_training(small_cvt(depths=(1, 1, 1)).train(), True)
+    for m in model.modules():
+        if isinstance(m, ConvProjection):
+            m.conv.register_forward_pre_hook(lambda mod, args: convs.append(args[0].dtype))
+    x = torch.randn(1, 3, 128, 128)  # stage keys: 16x16 = 256, 8x8 = 64, 1 + 4x4 = 17
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).float().sum().backward()
+    assert seen == [(256, torch.bfloat16, True), (64, torch.float32, False), (17, torch.float32, False)]
+    assert convs == [torch.float32] * 9
+    seen.clear(), convs.clear()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.eval()(x)
+    assert [dtype for _, dtype, _ in seen] == [torch.bfloat16] * 3 and convs == [torch.bfloat16] * 9
 
 
 @pytest.mark.slow

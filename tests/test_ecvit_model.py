@@ -244,23 +244,19 @@ def test_bad_arguments_raise():
 def test_timm_registration_and_listing():
     assert {"ecvit_tiny", "ecvit_small", "ecvit_base"} <= set(ecvit.list_models("ecvit*"))
     model = timm.create_model("ecvit_small", num_classes=3)
-    assert isinstance(model, ECViT) and model.pretrained_cfg["classifier"] == "head.fc"
-    assert model.get_classifier() is model.head.fc
+    assert isinstance(model, ECViT) and model.get_classifier() is model.head.fc  # cfg classifier 'head.fc'
     assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
 
 
 @pytest.mark.parametrize("size", [64, 96])
-def test_features_only_shapes(size):
-    for factory in (timm.create_model, ecvit.create_model):
-        net = factory("ecvit_tiny", features_only=True, img_size=size).eval()
-        with torch.no_grad():
-            feats = net(torch.randn(2, 3, size, size))
-        info = net.feature_info
-        assert len(feats) == len(info.channels()) == 3  # stem and the two stages
-        assert info.channels() == [32, 64, 128]
-        for f, ch, red in zip(feats, info.channels(), info.reduction()):
-            assert f.shape[:2] == (2, ch)
-            assert f.shape[2] == -(-size // red)  # ceil: partial windows are kept
+def test_features_keep_partial_windows(size):
+    """Ceil-mode merging: each level's side is ceil(size / reduction), stem and stages alike."""
+    net = timm.create_model("ecvit_tiny", features_only=True, img_size=size).eval()
+    with torch.no_grad():
+        feats = net(torch.randn(2, 3, size, size))
+    assert net.feature_info.channels() == [32, 64, 128]  # stem and the two stages
+    for f, red in zip(feats, net.feature_info.reduction()):
+        assert f.shape[2] == -(-size // red)
 
 
 def test_forward_intermediates_and_prune():
@@ -288,14 +284,36 @@ def test_forward_intermediates_and_prune():
                                    feats[0])
 
 
-def test_reset_classifier():
-    model = tiny_model()
-    model.reset_classifier(11)
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 11)
-    model.reset_classifier(0)
-    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 64)
-    with pytest.raises(ValueError, match="not one of"):
-        model.reset_classifier(3, global_pool="max")
+def test_reset_classifier_keeps_the_hidden_layer_and_pools_before_it():
+    model = tiny_model().eval()
+    hidden = model.head.pre_logits.fc
+    model.reset_classifier(11, "avg")
+    assert model.head.pre_logits.fc is hidden and model.head.fc.out_features == 11
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(tokens, pre_logits=True),
+                                   model.head.pre_logits(tokens[:, 1:].mean(1)))
+        model.reset_classifier(0, "token")
+        torch.testing.assert_close(model(x), model.head.pre_logits(tokens[:, 0]))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")  # jit deprecation, FX node notes
+@pytest.mark.parametrize("size", [64, 72])  # 8x8 and 9x9 grids: padded windows, masks, weighted merge
+@pytest.mark.parametrize("kwargs", [
+    dict(pos_embed="sincos", cls_merge="max", ffn_conv="hidden", head_hidden=0),
+    dict(stem_stride="kernel_axis", block_size=3, merge_kernel=2, merge_stride=2, pos_interp="bilinear"),
+])
+def test_torchscript_and_fx_of_the_open_choices(kwargs, size):
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    model = tiny_model(img_size=48, **kwargs).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
+        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
+        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
 
 
 def test_fuse_keeps_outputs():

@@ -353,14 +353,48 @@ def test_forward_intermediates():
     assert [f["module"] for f in model.feature_info] == [f"blocks.{i}" for i in range(6)]
 
 
-@pytest.mark.parametrize("create", [timm.create_model, ecvit.create_model])
-def test_features_only(create):
-    model = create("vit_tiny_dw", features_only=True, img_size=64).eval()
-    assert model.feature_info.reduction() == [16, 16, 16]
-    assert model.feature_info.channels() == [192, 192, 192]
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")  # jit deprecation, FX node notes
+@pytest.mark.parametrize("kwargs", [dict(dw_kernels=(3, 5, 7), dw_span=2), dict(dw_kernels=(3,), dw_span=3)])
+@pytest.mark.parametrize("fused", [False, True])
+def test_torchscript_and_fx_of_spans_and_fused_shortcuts(kwargs, fused):
+    """Spans of several blocks and parallel kernels (a scripted model looks the shortcut up by
+    index), before and after fuse(), script and trace to the eager outputs."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    model = small_vit(**kwargs).eval()
+    randomize_bn(model)
+    if fused:
+        model.fuse()
+    x = torch.randn(2, 3, 48, 80)
     with torch.no_grad():
-        maps = model(torch.randn(1, 3, 64, 64))
-    assert [m.shape for m in maps] == [(1, 192, 4, 4)] * 3
+        ref = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
+        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
+        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+
+
+def test_grad_checkpointing_with_spans_gives_the_same_gradients():
+    model = small_vit(dw_kernels=(3, 5), dw_span=3).train()
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        model.forward_features(x).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("shortcuts.1.") for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=0, atol=0, msg=name)
+
+
+def test_group_matcher_puts_each_shortcut_with_the_last_block_of_its_span():
+    from timm.models import group_parameters
+
+    model = small_vit(dw_kernels=(3,), dw_span=3)
+    layer_of = group_parameters(model, model.group_matcher(), reverse=True)
+    assert layer_of["shortcuts.0.branches.0.conv.weight"] == layer_of["blocks.2.mlp.fc2.weight"]
+    assert layer_of["shortcuts.1.branches.0.conv.weight"] == layer_of["blocks.5.mlp.fc2.weight"]
+    assert layer_of["blocks.0.norm1.weight"] == layer_of["patch_embed.proj.weight"] + 1
 
 
 def test_pruned_features_match_full_model_mid_span():
