@@ -1,4 +1,5 @@
-"""The ``ecvit`` command: ``train``, ``validate``, ``predict``, ``export``, ``models``, ``benchmark``.
+"""The ``ecvit`` command: ``train``, ``validate``, ``predict``, ``export``, ``attention``, ``models``,
+``benchmark``.
 
 ``train`` and ``validate`` turn their arguments into the one typed :class:`~ecvit.config.Config`
 and call the engine. Precedence, lowest to highest::
@@ -15,6 +16,7 @@ import argparse
 import copy
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -343,6 +345,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    """``ecvit attention``: where the class token looks, per stage, drawn over the image."""
+    from ecvit.attention_map import class_token_attention, save_attention_png
+    from ecvit.data import build_eval_transform, load_image
+    from ecvit.engine import load_for_inference
+
+    model, spec = load_for_inference(args.checkpoint, args.use_ema)
+    transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
+                                     spec.crop_pct)
+    image = transform(load_image(args.image))
+    with warnings.catch_warnings():  # torchvision's FX note on train vs eval graphs: not ours
+        warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
+        maps = class_token_attention(model, image)
+    out = Path(args.out) if args.out else Path(args.image).with_suffix(".attention.png")
+    save_attention_png(maps, image, out)
+    grids = ", ".join(f"{m.shape[0]}x{m.shape[1]}" for m in maps)
+    print(f"wrote {out}: the class token's attention over {len(maps)} levels ({grids})")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from ecvit.model_table import format_table, model_rows
 
@@ -429,6 +451,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "or .torchscript.pt)")
     _add_use_ema(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("attention", help="draw the class token's attention per stage over an image",
+                       formatter_class=_Formatter,
+                       description="One forward pass of a checkpoint's model on IMAGE (with the "
+                       "checkpoint's preprocessing); writes a PNG: the image, then one panel per "
+                       "stage (ViT: per block) with the class token's attention over the patches, "
+                       "averaged over heads and blocks.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="checkpoint written by `ecvit train` or `ecvit export --format safetensors`")
+    p.add_argument("image", metavar="IMAGE", help="image file")
+    p.add_argument("--out", metavar="PNG", default=None,
+                   help="output file (default: IMAGE with the suffix .attention.png)")
+    _add_use_ema(p)
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("models", help="list registered models with parameters and MACs",
                        formatter_class=_Formatter,

@@ -48,7 +48,7 @@ def dry_run_config(argv, capsys) -> dict:
 def test_help_documents_every_subcommand(capsys):
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0
-    for command in ("train", "validate", "predict", "export", "models", "benchmark"):
+    for command in ("train", "validate", "predict", "export", "attention", "models", "benchmark"):
         assert f"\n    {command}" in out
 
 

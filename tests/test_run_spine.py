@@ -384,3 +384,18 @@ def test_an_export_validates_on_its_training_data_without_flags(run_dir, tmp_pat
     rows = json.loads((run_dir / "metrics.json").read_text())
     report = json.loads((tmp_path / "best.validate.json").read_text())
     assert report["dataset"] == "folder" and report["top1"] == max(r["val_top1"] for r in rows)
+
+
+@pytest.mark.slow
+def test_attention_command_draws_the_class_token_attention(run_dir, tmp_path, capsys):
+    image = tmp_path / "cat.png"
+    Image.fromarray(np.full((20, 20, 3), 60, np.uint8)).save(image)
+    code, text, err = run_main(["attention", "--checkpoint", str(run_dir / "model_best.pth"),
+                                str(image)], capsys)
+    assert code == 0, err
+    out = tmp_path / "cat.attention.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out) in text
+    assert "over 2 levels" in text  # ecvit_tiny: two attention stages
+    code, _, err = run_main(["attention", "--checkpoint", str(run_dir / "model_best.pth"),
+                             str(tmp_path / "missing.png")], capsys)
+    assert code == 2 and "missing.png" in err
