@@ -194,7 +194,8 @@ class DWShortcut(nn.Module):
         self.branches = nn.ModuleList([FusedDWConv(weight, bias, border)])
 
 
-torch.fx.wrap("resample_abs_pos_embed")  # timm wraps it for its own modules; FX patches by module
+# timm wraps it for FX in its own module; FX patches a wrapped name in each calling module
+torch.fx.wrap("resample_abs_pos_embed")
 
 
 @torch.fx.wrap
