@@ -43,7 +43,7 @@ def _cheap(name: str) -> dict:
     """Fewer blocks for the families that take a depth argument (same code paths, less time)."""
     family = model_entry(name).fn.__module__
     if family == "ecvit.models.cvt":
-        return dict(depths=(1, 1, 2))
+        return dict(depths=(1, 1, 1))
     if family == "ecvit.models.vit_dw":
         return dict(depth=3)  # timm.create_model(features_only=True) takes the last 3 blocks
     if family == "ecvit.models.ecvit":
