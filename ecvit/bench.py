@@ -180,6 +180,11 @@ class Workload:
         if self.batch_size < 1 or self.img_size < 1:
             raise UsageError("--batch-size and --img-size must be positive")
         model = self.model.to(self.device)
+        if self.train:  # train as `ecvit train` does: its CPU precision policy for CPU bf16
+            from ecvit.models import set_cpu_autocast_training
+
+            precision = Precision(self.amp, self.device.type, flag="--amp")
+            set_cpu_autocast_training(model, precision.cpu_autocast_training)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train(self.train)

@@ -235,3 +235,14 @@ def test_compare_rejects_bad_flags(capsys):
     assert compare.main(["--smoke", "--threads", "0"]) == 2
     assert compare.main(["--render", "no/such/report.json"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("amp, train, expected", [("bf16", True, True), ("off", True, False),
+                                                  ("bf16", False, False)])
+def test_training_workloads_use_the_engines_cpu_precision_policy(amp, train, expected):
+    import ecvit
+
+    model = ecvit.create_model("ecvit_tiny", num_classes=4, img_size=32)
+    Workload(model, batch_size=2, img_size=32, amp=amp, train=train)
+    flags = {m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training")}
+    assert flags == {expected}
