@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _cli_helpers import run_entry
 from PIL import Image
 
-from ecvit.engine import resolve
 from ecvit.cli import CONFIG_FLAGS, TRAIN, VALIDATE, build_parser, config_from_args, get_key, main
 from ecvit.config import Config, load_config
-from ecvit.engine import model_kwargs
+from ecvit.engine import model_kwargs, resolve
 from ecvit.errors import TrainingError
 from ecvit.flops import count_macs, count_params
 from ecvit.model_table import human, human_macs
@@ -27,13 +27,8 @@ def parse(argv):
 
 
 def run_main(argv, capsys):
-    """``main(argv)`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse: --help, usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(main, argv, capsys)
+
 
 
 def dry_run_config(argv, capsys) -> dict:

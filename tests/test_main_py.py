@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _cli_helpers import run_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = runpy.run_path(str(ROOT / "main.py"), run_name="main_py")
@@ -17,12 +18,8 @@ TINY = ["--model", "ecvit_tiny", "--dataset", "simulated", "--train-size", "48",
 
 
 def run_main(argv, capsys):
-    try:
-        code = MAIN["main"](argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(MAIN["main"], argv, capsys)
+
 
 
 def test_reference_defaults_and_flags(capsys):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _cli_helpers import run_entry
 from PIL import Image
 
 from ecvit.checkpoint import read_checkpoint, save_atomic
@@ -71,12 +72,8 @@ def reference_probs(model, meta, paths):
 
 
 def run_main(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(main, argv, capsys)
+
 
 
 # ---------------------------------------------------------------------------- predict

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from _cli_helpers import run_entry
 from PIL import Image
 
 from ecvit.checkpoint import read_checkpoint
@@ -24,12 +25,8 @@ def train_argv(*argv):
 
 
 def run_main(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_entry(main, argv, capsys)
+
 
 
 def make_folder(root, classes=CLASSES, per_class=6, seed=0):
