@@ -7,6 +7,7 @@ import copy
 import pytest
 import timm
 import torch
+from _model_checks import assert_scripts_and_traces_exactly
 from torch import nn
 
 import ecvit
@@ -482,15 +483,9 @@ def test_forward_intermediates_and_prune():
                                          patch_paddings=(2, 1, 1, 1))])
 def test_torchscript_and_fx_of_other_configurations(kwargs):
     """Projections that are None or pooling, and four stages, script and trace like the default."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     model = small_cvt(**kwargs).eval()
     x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
-        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
-        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+    assert_scripts_and_traces_exactly(model, x)
 
 
 def test_more_stages_than_forward_features_names_are_refused():

@@ -7,6 +7,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _model_checks import assert_scripts_and_traces_exactly
 
 import ecvit
 from ecvit.errors import UsageError
@@ -305,15 +306,9 @@ def test_reset_classifier_keeps_the_hidden_layer_and_pools_before_it():
     dict(stem_stride="kernel_axis", block_size=3, merge_kernel=2, merge_stride=2, pos_interp="bilinear"),
 ])
 def test_torchscript_and_fx_of_the_open_choices(kwargs, size):
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     model = tiny_model(img_size=48, **kwargs).eval()
     x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
-        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
-        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+    assert_scripts_and_traces_exactly(model, x)
 
 
 def test_fuse_keeps_outputs():

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from _model_checks import assert_scripts_and_traces_exactly
 from torch import nn
 
 from ecvit.flops import count_params
@@ -124,18 +125,12 @@ def test_compiled_fused_model_matches_eager(name):
 @pytest.mark.parametrize("name", _compile_choices())
 def test_fused_model_scripts_and_traces(name):
     """The inference form (folded convs, in-place activations) keeps TorchScript and FX working."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, img_size=IMG)
     _randomize_bn(model)
     model = model.fuse()
     x = _input()
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
-        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
-        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+    assert_scripts_and_traces_exactly(model, x)
 
 
 def test_compile_choice_covers_each_family_once():

@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from _model_checks import assert_scripts_and_traces_exactly
 from torch import nn
 
 import ecvit
@@ -359,18 +360,12 @@ def test_forward_intermediates():
 def test_torchscript_and_fx_of_spans_and_fused_shortcuts(kwargs, fused):
     """Spans of several blocks and parallel kernels (a scripted model looks the shortcut up by
     index), before and after fuse(), script and trace to the eager outputs."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     model = small_vit(**kwargs).eval()
     randomize_bn(model)
     if fused:
         model.fuse()
     x = torch.randn(2, 3, 48, 80)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
-        fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
-        torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)
+    assert_scripts_and_traces_exactly(model, x)
 
 
 def test_grad_checkpointing_with_spans_gives_the_same_gradients():
