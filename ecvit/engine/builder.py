@@ -62,8 +62,8 @@ def training_spec(cfg: Config, class_names: list[str], mean: list[float], std: l
 def load_for_inference(path: str, use_ema: bool | None = None) -> tuple[nn.Module, CheckpointSpec]:
     """Rebuild the model a checkpoint describes, load its weights, eval mode.
 
-    ``use_ema`` (``--use-ema``): None picks the EMA weights when the checkpoint has them.
-    The file is read with ``weights_only=True`` (or as safetensors): nothing in it runs.
+    ``use_ema`` (``--use-ema``): None picks the EMA weights when the checkpoint has them;
+    the returned spec describes the one set of weights loaded. The file is read with ``weights_only=True`` (or as safetensors): nothing in it runs.
     """
     return model_from_checkpoint(read_checkpoint(path), str(path), use_ema)
 
@@ -88,7 +88,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str,
         raise CheckpointError(f"{source} does not fit {spec.model_name}: {detail}") from None
     adopt_preprocessing(model, spec)
     model.eval()
-    return model, spec.with_weights(ema)
+    return model, spec.single_weights()
 
 
 def adopt_preprocessing(model: nn.Module, spec: CheckpointSpec) -> None:

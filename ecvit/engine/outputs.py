@@ -43,16 +43,20 @@ def _finite(value: Any) -> Any:
 
 
 class RunLog:
-    """Prints a line and appends it to ``train.log``, so the log holds what the terminal showed."""
+    """Prints a line and appends it to ``train.log``, so the log holds what the terminal showed.
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    ``enabled=False`` (ranks other than 0) prints and writes nothing.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
 
     def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
         print(line, flush=True)
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
 
 
 class RunOutputs:
@@ -173,4 +177,4 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) 
     _replace_atomically(path, lambda p: fig.savefig(p, format="png"))
 
 
-__all__ = ["RunOutputs", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]
+__all__ = ["RunLog", "RunOutputs", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]

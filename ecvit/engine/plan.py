@@ -188,9 +188,8 @@ def _max_drop_path(model: nn.Module) -> float:
 
 def _model_data_cfg(cfg: Config) -> dict[str, Any]:
     """The variant's ``pretrained_cfg`` (input size, mean/std, interpolation, crop)."""
-    from ecvit.models.registry import create_model, model_entry
+    from ecvit.models.registry import create_model
 
-    model_entry(cfg.model.name)
     with torch.device("meta"):
         model = create_model(cfg.model.name, **cfg.model.args)
     pcfg = dict(getattr(model, "pretrained_cfg", None) or {})

@@ -54,9 +54,9 @@ class CheckpointSpec:
             "label_names": list(self.class_names),
         }
 
-    def with_weights(self, ema: bool) -> CheckpointSpec:
-        """The spec of an export holding one set of weights (no EMA copy beside it)."""
-        return replace(self, has_ema=False) if ema or self.has_ema else self
+    def single_weights(self) -> CheckpointSpec:
+        """The spec of a model holding one set of weights (raw or EMA, chosen): what an export stores."""
+        return replace(self, has_ema=False)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str) -> CheckpointSpec | None:

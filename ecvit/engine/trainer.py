@@ -79,9 +79,7 @@ class _Run:
             raise UsageError("TRAIN.SYNC_BN needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                              "set TRAIN.SYNC_BN false for CPU runs")
         self.out = Path(cfg.output_dir)
-        self.log = RunLog(self.out / "train.log" if info.is_main else None)
-        if not info.is_main:
-            self.log = lambda line: None
+        self.log = RunLog(self.out / "train.log", enabled=info.is_main)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             clean_stale_temporaries(self.out)
