@@ -396,3 +396,21 @@ def test_attention_command_draws_the_class_token_attention(run_dir, tmp_path, ca
     code, _, err = run_main(["attention", "--checkpoint", str(run_dir / "model_best.pth"),
                              str(tmp_path / "missing.png")], capsys)
     assert code == 2 and "missing.png" in err
+
+
+@pytest.mark.slow
+def test_numbered_classes_of_another_dataset_are_refused(tmp_path, capsys):
+    """digits and simulated data both number their classes 0..9: the names prove nothing."""
+    import runpy
+    from pathlib import Path
+
+    out = tmp_path / "digits"
+    assert run_main(["train", "--epochs", "1", "--output-dir", str(out)], capsys)[0] == 0
+    reference = runpy.run_path(str(Path(__file__).resolve().parents[1] / "main.py"), run_name="ref")
+    code, _, err = run_entry(reference["main"], ["--mode", "validate", "--checkpoint",
+                                                 str(out / "model_best.pth"), "--dataset",
+                                                 "simulated"], capsys)
+    assert code == 2 and "trained on digits" in err and "only numbered" in err, err
+    code, text, err = run_entry(reference["main"], ["--mode", "validate", "--checkpoint",
+                                                    str(out / "model_best.pth")], capsys)
+    assert code == 0 and "on digits" in text, err

@@ -101,11 +101,21 @@ def validation_plan(cfg: Config, checkpoint: str | None = None
 
 
 def _check_classes(spec: CheckpointSpec, class_names: list[str], path: str, cfg: Config) -> None:
-    """The dataset must have the checkpoint's classes, in its order: else the number means nothing."""
-    if list(spec.class_names) == class_names:
-        return
+    """The dataset must have the checkpoint's classes, in its order: else the number means nothing.
+
+    Classes named only by their index ("0", "1", ...: digits, simulated data) say nothing
+    about what they are, so for them the dataset itself must be the one trained on.
+    """
     where = f"{cfg.data.dataset}{' at ' + cfg.data.root if cfg.data.root else ''}"
     trained = f"{spec.dataset or 'its training data'}{' at ' + spec.data_root if spec.data_root else ''}"
+    by_index = list(spec.class_names) == [str(i) for i in range(spec.num_classes)]
+    if by_index and spec.dataset and spec.dataset != cfg.data.dataset:
+        raise CheckpointError(
+            f"{path} was trained on {trained}, whose classes are only numbered "
+            f"(0..{spec.num_classes - 1}); {where} is another dataset, so its top-1 would mean "
+            "nothing: validate on the checkpoint's own dataset (drop --dataset)")
+    if list(spec.class_names) == class_names:
+        return
     raise CheckpointError(
         f"{path} was trained on {trained} with {spec.num_classes} classes "
         f"({_names(spec.class_names)}); {where} has {len(class_names)} ({_names(class_names)}): "
