@@ -261,7 +261,7 @@ def test_a_stale_lock_is_taken_over(tmp_path):
 @pytest.mark.slow
 def test_train_log_holds_banner_epochs_and_summary(run_dir):
     log = (run_dir / "train.log").read_text().splitlines()
-    assert log[0].startswith("model ecvit_tiny:") and "parameters" in log[0]
+    assert log[0].startswith("model ecvit_tiny:") and "parameters" in log[0] and "MACs" in log[0]
     assert any(line.startswith("data folder at ") and "18 train / 18 val" in line for line in log)
     assert any(line.startswith("device cpu, precision fp32") for line in log)
     assert any("fresh start" in line for line in log)

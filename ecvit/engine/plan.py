@@ -27,6 +27,8 @@ from ecvit.config import Config, check_config, coerce, get_key
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
 from ecvit.errors import CheckpointError, UsageError
+from ecvit.flops import count_macs
+from ecvit.model_table import human, human_macs
 
 # Config keys that must match for a checkpoint to continue this run, and how to read them
 # from the config a checkpoint saved.
@@ -58,6 +60,7 @@ class RunPlan:
     num_classes: int
     class_names: tuple[str, ...]
     num_params: int
+    num_macs: int  # multiply-accumulates of one image's forward pass, attention included
     drop_path_rate: float
     train_size: int
     val_size: int
@@ -73,8 +76,9 @@ class RunPlan:
                  "resume": f"resume from {r.path} at epoch {r.epoch}/{c.train.epochs}",
                  "finished": f"finished ({r.path} is at epoch {r.epoch}/{c.train.epochs})"}[r.mode]
         lines = [
-            f"model {c.model.name}: {self.num_params / 1e6:.2f}M parameters, {self.num_classes} "
-            f"classes, drop path {self.drop_path_rate:g}, arguments: {args}",
+            f"model {c.model.name}: {human(self.num_params)} parameters, "
+            f"{human_macs(self.num_macs)} MACs, {self.num_classes} classes, drop path "
+            f"{self.drop_path_rate:g}, arguments: {args}",
             f"data {c.data.dataset}{' at ' + c.data.root if c.data.root else ''}: "
             f"{self.train_size} train / {self.val_size} val images, {c.data.img_size}x{c.data.img_size} px, "
             f"{c.data.interpolation}, crop {c.data.crop_pct:g}, mean {_fmt(c.data.mean)} std {_fmt(c.data.std)}",
@@ -112,6 +116,7 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     num_classes = int(data.num_classes)
     model = _meta_model(cfg, num_classes)
     num_params = sum(p.numel() for p in model.parameters())
+    num_macs = count_macs(model, cfg.data.img_size)  # on the meta device: no compute
     drop_path = _max_drop_path(model)
     if cfg.model.drop_path_rate is None:
         cfg.model.drop_path_rate = drop_path
@@ -125,7 +130,7 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
         resume = _resume_plan(cfg, num_classes)
     return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,
                    class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
-                   drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
+                   num_macs=num_macs, drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
                    resume=resume, datasets=data)
 
 
