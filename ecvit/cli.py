@@ -276,31 +276,31 @@ def default_checkpoint(cfg: Config) -> str:
                      f"{best} does not exist")
 
 
-def validate_config(args: argparse.Namespace, base: Config | None = None) -> tuple[Config, str, str | None]:
-    """The config ``validate`` runs, the checkpoint and the explicit output folder (or None).
+def validate_config(args: argparse.Namespace, base: Config | None = None
+                    ) -> tuple[Config, str, str | None, dict[str, Any] | None]:
+    """The config ``validate`` runs, the checkpoint, the explicit output folder (or None) and
+    the checkpoint as read (None when the file is missing; ``validate`` reports that).
 
     A checkpoint written by ``train`` saved its config: that is the base, so with no other
     flag the checkpoint is evaluated on the dataset and root it was trained on; --cfg,
-    flags and overrides still apply on top.
+    flags and overrides still apply on top. The file is read once, here, and handed on.
     """
+    from ecvit.checkpoint import read_checkpoint
+
     cfg = config_from_args(args, VALIDATE, base)
     checkpoint = default_checkpoint(cfg)
     flags = given_flags(args, VALIDATE)
     overrides = [str(k).upper() for k in list(getattr(args, "overrides", None) or [])[::2]]
     explicit_out = "OUTPUT_DIR" in flags or "OUTPUT_DIR" in overrides
-    trained = _trained_config(checkpoint, base)
+    ckpt = read_checkpoint(checkpoint) if Path(checkpoint).is_file() else None
+    trained = _trained_config(ckpt, checkpoint, base) if ckpt is not None else None
     if trained is not None:
         cfg = config_from_args(args, VALIDATE, trained)
-    return cfg, checkpoint, cfg.output_dir if explicit_out else None
+    return cfg, checkpoint, cfg.output_dir if explicit_out else None, ckpt
 
 
-def _trained_config(checkpoint: str, base: Config | None) -> Config | None:
+def _trained_config(ckpt: dict[str, Any], checkpoint: str, base: Config | None) -> Config | None:
     """The config a checkpoint was trained with (or its dataset, for exports); None if neither."""
-    from ecvit.checkpoint import read_checkpoint
-
-    if not Path(checkpoint).is_file():
-        return None  # validate reports the missing file
-    ckpt = read_checkpoint(checkpoint)
     trained = None
     if isinstance(ckpt.get("config"), dict):
         try:
@@ -321,11 +321,11 @@ def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:
     from ecvit.engine import validate
     from ecvit.engine.validate_checkpoint import validation_plan
 
-    cfg, checkpoint, output_dir = validate_config(args, base)
+    cfg, checkpoint, output_dir, ckpt = validate_config(args, base)
     if args.dry_run:
-        print_plan(validation_plan(cfg, checkpoint)[0])
+        print_plan(validation_plan(cfg, checkpoint, ckpt)[0])
         return 0
-    validate(cfg, checkpoint, output_dir)
+    validate(cfg, checkpoint, output_dir, ckpt)
     return 0
 
 

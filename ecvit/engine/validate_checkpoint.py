@@ -39,15 +39,16 @@ def result_paths(checkpoint: str | Path, output_dir: str | Path | None = None) -
     return folder / f"{ckpt.stem}.validate.json", folder / f"{ckpt.stem}.confusion.png"
 
 
-def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None = None
-             ) -> dict[str, Any]:
+def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None = None,
+             ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
     """Top-1/top-5 (percent), mean loss, sample count and per-class accuracy of ``checkpoint``.
 
-    ``checkpoint`` defaults to TEST.MODEL_FILE; TEST.USE_EMA picks the weights (default:
-    EMA when the checkpoint has them). Under torchrun the shards are exact, so the numbers
+    ``checkpoint`` defaults to TEST.MODEL_FILE; ``ckpt`` is that file already read (the CLI
+    reads it once for its saved config). TEST.USE_EMA picks the weights (default: EMA when
+    the checkpoint has them). Under torchrun the shards are exact, so the numbers
     do not depend on the number of processes; rank 0 writes the results.
     """
-    plan, ckpt, spec = validation_plan(cfg, checkpoint)
+    plan, ckpt, spec = validation_plan(cfg, checkpoint, ckpt)
     path = plan.cfg.test.model_file
     info = D.setup(plan.device)
     data = plan.datasets
@@ -80,15 +81,17 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
     return out
 
 
-def validation_plan(cfg: Config, checkpoint: str | None = None
+def validation_plan(cfg: Config, checkpoint: str | None = None, ckpt: dict[str, Any] | None = None
                     ) -> tuple[RunPlan, dict[str, Any], CheckpointSpec | None]:
-    """The preflight of ``validate``: the checkpoint read, its model and preprocessing adopted."""
+    """The preflight of ``validate``: the checkpoint read (unless ``ckpt`` is given), its model
+    and preprocessing adopted."""
     path = checkpoint or cfg.test.model_file
     if not path:
         raise UsageError("no checkpoint to validate: pass --checkpoint PATH or TEST.MODEL_FILE PATH")
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    ckpt = read_checkpoint(path)
+    if ckpt is None:
+        ckpt = read_checkpoint(path)
     spec = CheckpointSpec.from_checkpoint(ckpt, str(path))
     cfg = copy.deepcopy(cfg)
     cfg.test.model_file = str(path)
