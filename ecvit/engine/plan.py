@@ -206,18 +206,19 @@ def _model_data_cfg(cfg: Config) -> dict[str, Any]:
 
 
 def _resolve_data_settings(cfg: Config) -> None:
-    """Fill the data settings the user left unset: dataset first, then the model."""
-    from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS
+    """Fill the data settings the user left unset: dataset first, then the model, then the
+    data-only defaults (:func:`ecvit.data.build.fill_data_defaults`)."""
+    from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS, fill_data_defaults
 
     d = cfg.data
     pcfg = _model_data_cfg(cfg)
     if d.img_size is None:
         d.img_size = NATIVE_IMG_SIZE.get(d.dataset) or int(pcfg["input_size"][-1])
-    if not d.interpolation:
-        interp = str(pcfg.get("interpolation") or "bicubic")
-        d.interpolation = interp if interp in ("bilinear", "bicubic", "nearest") else "bicubic"
-    if d.crop_pct is None:
-        d.crop_pct = float(pcfg.get("crop_pct") or 0.875)
+    if not d.interpolation and pcfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        d.interpolation = str(pcfg["interpolation"])
+    if d.crop_pct is None and pcfg.get("crop_pct"):
+        d.crop_pct = float(pcfg["crop_pct"])
+    cfg.data = d = fill_data_defaults(cfg, d.dataset).data
     if d.dataset not in OWN_STATS:
         if not d.mean and pcfg.get("mean"):
             d.mean = [float(v) for v in pcfg["mean"]]
