@@ -6,16 +6,17 @@ Python objects is refused instead of executed; ``.safetensors`` files hold tenso
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
-from ecvit.errors import CheckpointError
+from ecvit.errors import CheckpointError, StorageError
 
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module")
 
@@ -24,24 +25,65 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
 
     A crash (or ``kill -9``) at any moment leaves either the old or the new complete file;
-    a full disk leaves the old file and raises a CheckpointError that says so.
+    a full disk leaves the old file and raises a :class:`StorageError` that says so.
+    """
+    write_atomic(path, lambda fh: torch.save(obj, fh), what="checkpoint")
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], what: str = "file") -> None:
+    """Run ``write(fh)`` into a temp file beside ``path``, fsync, rename: all of it or nothing.
+
+    The file gets the mode a plain ``open`` would give (``0o666`` less the umask), not the
+    temp file's 0600. An OSError (also one that ``torch.save`` wraps in a RuntimeError)
+    removes the temp file and becomes a one-line :class:`StorageError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            kept = "the previous checkpoint is intact" if path.exists() else "nothing was written"
-            raise CheckpointError(f"could not write {path}: {exc.strerror or exc}; {kept}") from None
+        cause = os_error_of(exc)
+        if cause is not None:
+            raise StorageError(storage_message(path, cause, what)) from None
         raise
     _fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or the one a C++ writer wrapped (torch.save)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def storage_message(path: Path, exc: OSError, what: str = "checkpoint") -> str:
+    """``could not write PATH: disk full, previous checkpoint kept`` and its kin."""
+    reason = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+              errno.EFBIG: "file too large for this file system (or ulimit -f)",
+              errno.EROFS: "read-only file system",
+              errno.EACCES: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
+    if path.exists():
+        kept = f"previous {what} kept"
+    else:
+        kept = "nothing was written"
+    return f"could not write {path}: {reason}, {kept}"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -61,26 +103,79 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a ``.pth``/``.bin``/``.safetensors`` file safely into a dict.
 
     For safetensors the tensors come back under ``"model"`` and any JSON metadata
-    (model name, class names ...) is merged into the top level.
+    (model name, class names ...) is merged into the top level. A file that cannot be read
+    is classified honestly in the error: empty, truncated, another kind of file (ONNX,
+    TorchScript, text ...), or a pickle that would run code.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    head = _head(path)
+    if path.suffix == ".safetensors" or looks_like_safetensors(head):
         return _read_safetensors(path)
+    if not head:
+        raise CheckpointError(f"{path} is not a readable checkpoint: the file is empty (0 bytes)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"refusing to load {path}: it holds Python objects that would execute code when "
-            f"unpickled, and only tensors and plain containers are accepted ({first})"
-        ) from None
+        if "GLOBAL" in str(exc) or "global" in str(exc).split("\n")[0].lower():
+            first = next((line for line in str(exc).splitlines() if "GLOBAL" in line), "")
+            raise CheckpointError(
+                f"refusing to load {path}: it holds Python objects that would execute code "
+                f"when unpickled, and only tensors and plain containers are accepted ({first.strip()})"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {describe_unreadable(head)}") from None
     except Exception as exc:  # truncated zip, not a torch file, ...
-        raise CheckpointError(f"{path} is not a readable checkpoint: {exc}".splitlines()[0]) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: "
+                              f"{describe_unreadable(head, exc)}") from None
     if isinstance(obj, dict):
         return obj
     raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def looks_like_safetensors(head: bytes) -> bool:
+    """8-byte little-endian header length, then a JSON object."""
+    if len(head) < 10:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return 2 <= size < 100_000_000 and head[8:9] == b"{"
+
+
+def describe_unreadable(head: bytes, exc: BaseException | None = None) -> str:
+    """What a file that ``torch.load`` refused looks like, said plainly."""
+    text = str(exc or "")
+    if head.startswith(b"PK\x03\x04"):
+        if "TorchScript" in text:
+            return "it is a TorchScript archive (load it with torch.jit.load), not a checkpoint"
+        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+            return "the file is truncated (a torch zip archive without its end: an interrupted copy?)"
+        return f"a damaged torch zip archive ({text.splitlines()[0] if text else 'unreadable'})"
+    if head.startswith(b"\x80") and len(head) > 1 and 2 <= head[1] <= 5:
+        if isinstance(exc, (EOFError, pickle.UnpicklingError)) and len(head) < 4096:
+            return "the file is truncated (a pickle that ends early)"
+        return "a damaged legacy (pickle) checkpoint"
+    if head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head):
+        return "it is an ONNX model (run it with onnxruntime), not a checkpoint"
+    if _is_text(head):
+        shown = head[:40].decode("utf-8", "replace").splitlines()[0] if head.strip() else ""
+        return f"it is a text file, not a checkpoint (it starts {shown!r})"
+    return f"not a checkpoint (unrecognised content starting with bytes {head[:8].hex(' ')})"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
@@ -91,7 +186,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
             metadata = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
+        what = "the file is empty (0 bytes)" if not _head(path, 1) else str(exc).splitlines()[0]
+        raise CheckpointError(f"{path} is not a readable safetensors file: {what}") from None
     out: dict[str, Any] = {}
     for key, text in metadata.items():
         try:

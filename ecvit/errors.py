@@ -19,3 +19,11 @@ class DataError(UsageError):
 
 class TrainingError(Exception):
     """A run that cannot go on (non-finite loss, a failed rank): reported in one line, exit 1."""
+
+
+class StorageError(TrainingError):
+    """The disk refused a write during a run (full, quota, read-only): one line, exit 1.
+
+    The message names the file and what was kept, e.g. ``could not write out/checkpoint.pth:
+    disk full, previous checkpoint kept``.
+    """

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 import ecvit
 from ecvit.checkpoint import extract_state_dict, read_checkpoint, save_atomic
-from ecvit.errors import CheckpointError
+from ecvit.errors import CheckpointError, StorageError
 
 
 class _Exploit:
@@ -52,7 +52,7 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
-    with pytest.raises(CheckpointError, match="previous checkpoint is intact"):
+    with pytest.raises(StorageError, match="disk full, previous checkpoint kept"):
         save_atomic({"epoch": 2}, path)
     monkeypatch.undo()
     assert read_checkpoint(path)["epoch"] == 1

@@ -1,0 +1,163 @@
+"""Reliability round 2 (issue 17): each case an adversarial user tried, reproduced first.
+
+Storage and signals (disk full, read-only or odd output paths, umask, SIGTERM/SIGUSR1
+preemption, mid-epoch checkpoints), hostile or broken files (checkpoints, crafted
+metadata and training state, YAML bombs and duplicate keys), odd data (symlink loops,
+FIFOs, undecodable names, EXIF orientation, one class, out-of-range numbers) and
+numerics (a diverged epoch never becomes a checkpoint).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _cli_helpers import run_entry
+from _engine_helpers import tiny_cfg
+from ecvit.checkpoint import read_checkpoint, save_atomic
+from ecvit.cli import main
+from ecvit.errors import CheckpointError, StorageError
+
+PROBE = "engine_probe_net"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 1-epoch run of the probe model: out/checkpoint.pth and model_best.pth."""
+    from ecvit.engine import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(tiny_cfg(out, "TRAIN.EPOCHS", "1", model=PROBE))
+    return out
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pth"
+    save_atomic({"epoch": 1}, path)
+    real_write = os.write
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    import ecvit.checkpoint as C
+
+    original = C.torch.save
+    monkeypatch.setattr(C.torch, "save", lambda obj, fh: original(obj, Full(fh)))
+    with pytest.raises(StorageError, match=rf"could not write {path}: disk full, previous "
+                                           r"checkpoint kept$"):
+        save_atomic({"epoch": 2, "w": torch.zeros(1000)}, path)
+    assert os.write is real_write
+    assert read_checkpoint(path)["epoch"] == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_disk_full_during_training_is_one_line_exit_1(tmp_path):
+    """A real write failure (ulimit -f) in a subprocess: one line, exit 1, checkpoint kept."""
+    out = tmp_path / "run"
+    code = (
+        "import resource, signal, sys; sys.path.insert(0, 'tests');"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "import _engine_helpers;"
+        "from ecvit.checkpoint import save_atomic;"
+        "import ecvit.engine.trainer as T;"
+        "calls = [0]\n"
+        "def limited(obj, path):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] > 2: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "    save_atomic(obj, path)\n"
+        "T.save_atomic = limited\n"
+        "from ecvit.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", "--model", PROBE, "--dataset", "simulated",
+         "--train-size", "32", "--val-size", "16", "--img-size", "32", "--batch-size", "16",
+         "--epochs", "3", "--device", "cpu", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = _one_line_error(proc.stderr)
+    assert f"could not write {out}" in line and "previous checkpoint kept" in line
+    assert read_checkpoint(out / "checkpoint.pth")["epoch"] == 1
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_checkpoints_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_atomic({"a": 1}, tmp_path / "a.pth")
+        os.umask(0o027)
+        save_atomic({"a": 1}, tmp_path / "b.pth")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.pth").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.pth").stat().st_mode) == 0o640
+
+
+# ------------------------------------------------------------------- hostile files
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "the file is empty"),
+    (b"hello, this is not a checkpoint\n", "it is a text file"),
+    (bytes(range(7, 256)) * 4, "not a checkpoint (unrecognised content"),
+])
+def test_unreadable_checkpoints_are_classified_honestly(tmp_path, content, expected):
+    path = _write(tmp_path / "x.pth", content)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert expected in str(info.value)
+    assert "execute code" not in str(info.value)
+    assert not str(info.value).rstrip().endswith(":")
+
+
+def test_truncated_onnx_and_safetensors_checkpoints_are_named(tmp_path, trained):
+    data = (trained / "checkpoint.pth").read_bytes()
+    half = _write(tmp_path / "half.pth", data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint(half)
+    onnx_like = _write(tmp_path / "m.pth", b"\x08\x08\x12\x07pytorch\x1a\x052.1.0" + b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="ONNX model"):
+        read_checkpoint(onnx_like)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "weights.pth"))  # safetensors named .pth
+    assert torch.equal(read_checkpoint(tmp_path / "weights.pth")["model"]["w"], torch.ones(2))
+
+
+def test_code_running_pickle_is_still_named_as_such(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="would execute code"):
+        read_checkpoint(tmp_path / "evil.pth")
