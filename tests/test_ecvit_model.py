@@ -13,7 +13,8 @@ import ecvit
 from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
 from ecvit.models import set_cpu_autocast_training
-from ecvit.models.ecvit import ECViT, PartitionedAttention, SeparableConv, Tokenizer, sincos_table
+from ecvit.models.ecvit import (ECViT, EncoderBlock, PairDropPath, PartitionedAttention, SeparableConv, Tokenizer,
+                                sincos_table)
 
 TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
 
@@ -414,3 +415,30 @@ def test_separable_conv_token_path_matches_conv_path():
     x = torch.randn(2, 5, 7, 16)  # [B, H, W, C]
     ref = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     torch.testing.assert_close(conv.forward_nhwc(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_drop_path_draws_one_mask_per_sample_for_class_and_patch_tokens():
+    torch.manual_seed(0)
+    drop = PairDropPath(0.5).train()
+    cls, x = torch.ones(256, 8), torch.ones(256, 3, 3, 8)
+    out_cls, out_x = drop(cls, x)
+    cls_kept = out_cls.ne(0).all(dim=1)
+    x_kept = out_x.flatten(1).ne(0).all(dim=1)
+    assert out_cls.eq(0).all(dim=1).logical_or(cls_kept).all()  # a sample is dropped whole
+    assert torch.equal(cls_kept, x_kept)
+    assert 0 < int(cls_kept.sum()) < 256  # both outcomes happen
+    assert torch.allclose(out_cls[cls_kept], torch.full_like(out_cls[cls_kept], 2.0))  # 1 / keep
+    drop.eval()
+    assert drop(cls, x)[0] is cls
+
+
+def test_encoder_block_drops_a_sample_branch_as_a_whole():
+    """Same sample: class-token and patch-token updates are both dropped or both kept."""
+    torch.manual_seed(0)
+    block = EncoderBlock(16, 2, 2.0, block_size=2, drop_path=0.6).train()
+    cls, x = torch.randn(128, 16), torch.randn(128, 4, 4, 16)
+    out_cls, out_x = block(cls, x)
+    cls_same = (out_cls - cls).abs().amax(dim=1).eq(0)
+    x_same = (out_x - x).flatten(1).abs().amax(dim=1).eq(0)
+    assert torch.equal(cls_same, x_same)
+    assert 0 < int(cls_same.sum()) < 128  # some samples lost both branches, others not

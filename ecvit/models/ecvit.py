@@ -59,7 +59,7 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 import torch.fx
 import torch.nn.functional as F
-from timm.layers import DropPath, register_notrace_function, trunc_normal_, use_fused_attn
+from timm.layers import register_notrace_function, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -398,6 +398,31 @@ class InteractiveFFN(nn.Module):
         return self.drop(self.fc2(cls)), self.drop(self.fc2(x))
 
 
+class PairDropPath(nn.Module):
+    """Stochastic depth for a block's two outputs, class token ``[B, C]`` and patch tokens.
+
+    A sample's class token and its patch tokens are one residual branch: one keep/drop draw
+    per sample applies to both (timm's ``DropPath`` on each would draw them independently).
+    Kept branches are scaled by ``1 / (1 - drop_prob)``, as timm does.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.drop_prob == 0.0 or not self.training:
+            return cls, x
+        keep = 1.0 - self.drop_prob
+        mask = cls.new_empty(cls.shape[0], 1).bernoulli_(keep)
+        if keep > 0.0:
+            mask = mask / keep
+        return cls * mask, x * mask.view(mask.shape[0], 1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
 class EncoderBlock(nn.Module):
     """One encoder: x = x + P-MSA(LN(x)); x = x + I-FFN(LN(x)) (pre-norm residuals)."""
 
@@ -411,13 +436,15 @@ class EncoderBlock(nn.Module):
                                          proj_drop=proj_drop, cls_merge=cls_merge)
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = InteractiveFFN(dim, mlp_ratio, drop=proj_drop, conv_pos=ffn_conv)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = PairDropPath(drop_path)
 
     def forward(self, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a_cls, a_x = self.attn(self.norm1(cls), self.norm1(x))
-        cls, x = cls + self.drop_path(a_cls), x + self.drop_path(a_x)
+        a_cls, a_x = self.drop_path(a_cls, a_x)
+        cls, x = cls + a_cls, x + a_x
         f_cls, f_x = self.ffn(self.norm2(cls), self.norm2(x))
-        return cls + self.drop_path(f_cls), x + self.drop_path(f_x)
+        f_cls, f_x = self.drop_path(f_cls, f_x)
+        return cls + f_cls, x + f_x
 
 
 class TokenMerging(nn.Module):
