@@ -161,3 +161,56 @@ def test_code_running_pickle_is_still_named_as_such(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="would execute code"):
         read_checkpoint(tmp_path / "evil.pth")
+
+
+SIM = ["--model", PROBE, "--dataset", "simulated", "--train-size", "32", "--val-size", "16",
+       "--img-size", "32", "--batch-size", "16", "--epochs", "1", "--device", "cpu"]
+
+
+def test_output_dir_that_is_a_file_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "sub"):
+        code, _, err = run_entry(main, ["train", *SIM, "--output-dir", str(out)], capsys)
+        assert code == 2
+        assert "an existing file, not a directory" in _one_line_error(err)
+
+
+def test_read_only_output_dir_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == ro
+                        else real_access(p, mode, **k))
+    code, _, err = run_entry(main, ["train", *SIM, "--output-dir", str(ro / "run")], capsys)
+    assert code == 2 and "is not writable" in _one_line_error(err)
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "validate"])
+def test_disk_full_at_start_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch,
+                                                             trained, command):
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, fs):
+            self.f_frsize, self.f_bavail = fs.f_frsize, 0
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Full(real(p)))
+    out = tmp_path / "run"
+    argv = (["train", *SIM, "--output-dir", str(out)] if command == "train" else
+            ["validate", "--checkpoint", str(trained / "checkpoint.pth"), "--output-dir", str(out)])
+    code, _, err = run_entry(main, argv, capsys)
+    assert code == 2 and "disk full" in _one_line_error(err)
+    assert not out.exists()
+
+
+def test_a_refused_output_write_is_one_storage_error(tmp_path, monkeypatch):
+    from ecvit.engine import outputs
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StorageError, match="config.yaml: disk full, nothing was written"):
+        outputs.write_config(tiny_cfg(tmp_path), tmp_path / "config.yaml")
+    assert list(tmp_path.iterdir()) == []

@@ -12,19 +12,63 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from ecvit.checkpoint import storage_message
+from ecvit.config import Config, save_config
+from ecvit.errors import StorageError, UsageError
 
 # Columns every epoch record has, in the order summary.csv shows them.
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "best_top1", "lr",
            "epoch_time", "num_bad_images")
 
 
-def _replace_atomically(path: Path, write) -> None:
+# Below this much free space an output folder counts as full: a run could not even write
+# its config and first checkpoint.
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_output_dir(folder: str | Path, what: str) -> None:
+    """Refuse, in one line, an output folder no run could write to; nothing is created.
+
+    ``what`` names the setting (``OUTPUT_DIR``, ``--out``). The folder itself or its nearest
+    existing parent must be a writable directory on a file system that is not full.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        shown = "is" if existing == folder else f"is inside {existing}, which is"
+        raise UsageError(f"{what} {folder}: {shown} an existing file, not a directory; "
+                         "pick another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {folder}: {existing} is not writable (read-only file system "
+                         "or no permission); pick another folder")
+    try:
+        fs = os.statvfs(existing)
+    except OSError:
+        return
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"{what} {folder}: disk full ({free} bytes free on the file system of "
+                         f"{existing}); free some space or pick another folder")
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename over ``path``; a refused write is one StorageError line."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(storage_message(path, exc, "version")) from None
+
+
+def write_config(cfg: Config, path: Path) -> None:
+    """The run's ``config.yaml``, replaced atomically (a full disk is one StorageError line)."""
+    _replace_atomically(path, lambda p: save_config(cfg, p))
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -55,8 +99,11 @@ class RunLog:
         if not self.enabled:
             return
         print(line, flush=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:
+            raise StorageError(storage_message(self.path, exc, "log")) from None
 
 
 class RunOutputs:
@@ -177,4 +224,4 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) 
     _replace_atomically(path, lambda p: fig.savefig(p, format="png"))
 
 
-__all__ = ["RunLog", "RunOutputs", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]
+__all__ = ["RunLog", "RunOutputs", "check_output_dir", "write_config", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]

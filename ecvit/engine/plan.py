@@ -24,6 +24,7 @@ import yaml
 from torch import nn
 
 from ecvit.config import Config, check_config, coerce, get_key
+from ecvit.engine.outputs import check_output_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
 from ecvit.errors import CheckpointError, UsageError
@@ -126,6 +127,7 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
         raise CheckpointError(f"MODEL.PRETRAINED: file not found: {cfg.model.pretrained}")
     resume = ResumePlan()
     if training:
+        check_output_dir(cfg.output_dir, "OUTPUT_DIR")
         check_unlocked(cfg.output_dir)
         resume = _resume_plan(cfg, num_classes)
     return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,

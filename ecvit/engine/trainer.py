@@ -22,14 +22,14 @@ from tqdm import tqdm
 
 import ecvit
 from ecvit.checkpoint import save_atomic
-from ecvit.config import Config, save_config
+from ecvit.config import Config
 from ecvit.engine import distributed as D
 from ecvit.engine.builder import build_model, training_spec
 from ecvit.engine.evaluate import evaluate
 from ecvit.engine.loaders import TrainLoader, eval_loader
 from ecvit.engine.optim import (build_mixup, build_optimizer, build_scheduler, build_train_loss,
                                 scaled_lr, updates_per_epoch)
-from ecvit.engine.outputs import RunLog, RunOutputs, summary_line
+from ecvit.engine.outputs import RunLog, RunOutputs, summary_line, write_config
 from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
@@ -83,7 +83,7 @@ class _Run:
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             clean_stale_temporaries(self.out)
-            save_config(cfg, self.out / "config.yaml")
+            write_config(cfg, self.out / "config.yaml")
         seed_everything(cfg.seed + info.rank)
 
         self.data = plan.datasets

@@ -26,7 +26,7 @@ from ecvit.engine import distributed as D
 from ecvit.engine.builder import build_model, model_from_checkpoint
 from ecvit.engine.evaluate import evaluate, result_dict
 from ecvit.engine.loaders import eval_loader
-from ecvit.engine.outputs import plot_confusion, write_json
+from ecvit.engine.outputs import check_output_dir, plot_confusion, write_json
 from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError
@@ -50,6 +50,8 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
     """
     plan, ckpt, spec = validation_plan(cfg, checkpoint, ckpt)
     path = plan.cfg.test.model_file
+    check_output_dir(result_paths(path, output_dir)[0].parent,
+                     "--output-dir" if output_dir else "the checkpoint's folder")
     info = D.setup(plan.device)
     data = plan.datasets
     class_names = [str(c) for c in data.class_names]
