@@ -6,10 +6,14 @@
 - ONNX / TorchScript: the fused eval-mode model (``model.fuse()`` folds BatchNorms), input
   ``[batch, 3, img_size, img_size]`` with a dynamic batch dimension, output logits; the
   metadata rides along (ONNX ``metadata_props``, TorchScript extra file ``ecvit_meta.json``).
+
+Every format is written to a temp file and renamed, like checkpoints: a full disk or a
+refused write leaves nothing partial behind and is one line naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -18,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ecvit.checkpoint import write_atomic
+from ecvit.engine.outputs import check_output_dir
 from ecvit.errors import UsageError
 
 FORMATS = ("onnx", "safetensors", "torchscript")
@@ -39,8 +45,12 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     out = Path(out) if out else checkpoint.with_suffix(SUFFIXES[fmt])
     if out.resolve() == checkpoint.resolve():
         raise UsageError(f"--out {out} would overwrite the checkpoint being exported")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; name the file to write, e.g. "
+                         f"{out / checkpoint.with_suffix(SUFFIXES[fmt]).name}")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    check_output_dir(out.parent, "--out")
     model, spec = load_for_inference(str(checkpoint), use_ema)
     meta = spec.to_meta()
     if fmt == "safetensors":
@@ -72,11 +82,12 @@ def _meta_strings(meta: dict[str, Any]) -> dict[str, str]:
 
 def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
     """Weights + JSON metadata; ``ecvit.checkpoint.read_checkpoint`` reads the metadata back."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     # clone: safetensors refuses tensors that share storage (e.g. tied or viewed weights)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out), metadata={"format": "pt", **_meta_strings(meta)})
+    data = save(state, metadata={"format": "pt", **_meta_strings(meta)})
+    write_atomic(out, lambda fh: fh.write(data), what="export")
 
 
 def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
@@ -99,7 +110,8 @@ def export_onnx(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
         )
     proto = program.model_proto
     onnx.helper.set_model_props(proto, _meta_strings(meta))
-    onnx.save_model(proto, str(out))
+    data = proto.SerializeToString()
+    write_atomic(out, lambda fh: fh.write(data), what="export")
 
 
 def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
@@ -111,7 +123,9 @@ def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> Non
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example_input(meta), check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(meta)})
+        buffer = io.BytesIO()  # serialised in memory: a full disk is an OSError, not an abort
+        torch.jit.save(traced, buffer, _extra_files={META_FILE: json.dumps(meta)})
+    write_atomic(out, lambda fh: fh.write(buffer.getvalue()), what="export")
 
 
 __all__ = ["export_model", "export_safetensors", "export_onnx", "export_torchscript",

@@ -214,3 +214,55 @@ def test_a_refused_output_write_is_one_storage_error(tmp_path, monkeypatch):
     with pytest.raises(StorageError, match="config.yaml: disk full, nothing was written"):
         outputs.write_config(tiny_cfg(tmp_path), tmp_path / "config.yaml")
     assert list(tmp_path.iterdir()) == []
+
+
+class _FullDisk:
+    """A file handle that takes ``room`` bytes, then fails like a full disk."""
+
+    def __init__(self, fh, room: int) -> None:
+        self.fh, self.room = fh, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, suffix", [("torchscript", ".torchscript.pt"), ("onnx", ".onnx"),
+                                         ("safetensors", ".safetensors")])
+def test_export_to_a_full_disk_leaves_nothing_partial(tmp_path, capsys, monkeypatch, trained,
+                                                      fmt, suffix):
+    import ecvit.checkpoint as C
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(C.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))
+    out = tmp_path / f"model{suffix}"
+    code, _, err = run_entry(main, ["export", "--checkpoint", str(trained / "checkpoint.pth"),
+                                    "--format", fmt, "--out", str(out)], capsys)
+    assert code == 1
+    assert f"could not write {out}: disk full, nothing was written" in _one_line_error(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_directory_or_read_only_place_is_one_line(tmp_path, capsys, monkeypatch,
+                                                             trained):
+    ckpt = str(trained / "checkpoint.pth")
+    code, _, err = run_entry(main, ["export", "--checkpoint", ckpt, "--format", "safetensors",
+                                    "--out", str(tmp_path)], capsys)
+    assert code == 2 and "is a directory" in _one_line_error(err)
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False)
+    code, _, err = run_entry(main, ["export", "--checkpoint", ckpt, "--format", "safetensors",
+                                    "--out", str(tmp_path / "m.safetensors")], capsys)
+    assert code == 2 and "is not writable" in _one_line_error(err)
+    assert list(tmp_path.iterdir()) == []
