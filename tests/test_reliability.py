@@ -266,3 +266,69 @@ def test_export_to_a_directory_or_read_only_place_is_one_line(tmp_path, capsys, 
                                     "--out", str(tmp_path / "m.safetensors")], capsys)
     assert code == 2 and "is not writable" in _one_line_error(err)
     assert list(tmp_path.iterdir()) == []
+
+
+def _crafted(tmp_path: Path, trained: Path, name: str = "crafted.pth", **fields) -> Path:
+    ckpt = torch.load(trained / "checkpoint.pth", weights_only=True)
+    for key, value in fields.items():
+        if value is _DROP:
+            ckpt.pop(key)
+        else:
+            ckpt[key] = value
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"num_classes": "four"}, "num_classes must be an integer"),
+    ({"num_classes": 3e9}, "num_classes must be an integer in [1, 100000]"),
+    ({"img_size": 2e5}, "img_size must be an integer in [8, 4096]"),
+    ({"class_names": ["a", "b"]}, "class_names must be a list of 4 strings"),
+    ({"mean": [0.5, "x", 0.5]}, "mean must be 1 or 3 finite numbers"),
+    ({"std": [0.0, 1.0, 1.0]}, "std must be 1 or 3 finite positive numbers"),
+    ({"model_name": "no_such_net"}, "model_name must be a registered model name"),
+    ({"model_args": {"num_classes": 7}}, "num_classes is set by DATA.NUM_CLASSES"),
+    ({"model_args": {"checkpoint_path": "/etc/passwd"}}, "takes no argument 'checkpoint_path'"),
+    ({"model_args": {"width": 4096}}, "does not fit engine_probe_net as its metadata describes"),
+])
+@pytest.mark.parametrize("command", ["validate", "export"])
+def test_crafted_checkpoint_metadata_is_one_line_exit_2(tmp_path, capsys, trained, monkeypatch,
+                                                        fields, expected, command):
+    path = _crafted(tmp_path, trained, **fields)
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
+    argv = (["validate", "--checkpoint", str(path), "--dry-run"] if command == "validate" else
+            ["export", "--checkpoint", str(path), "--format", "safetensors"])
+    if command == "validate" and "does not fit" in expected:
+        argv.remove("--dry-run")  # only building the model compares the shapes
+    code, _, err = run_entry(main, argv, capsys)
+    assert code == 2, err
+    assert expected in _one_line_error(err)
+    assert "/etc/passwd" not in opened
+    assert not (tmp_path / "crafted.safetensors").exists()
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"epoch": "1"}, "epoch must be a whole number"),
+    ({"optimizer": [1, 2]}, "optimizer must be an optimizer state_dict"),
+    ({"optimizer": {"state": {}, "param_groups": [{"params": [0]}]}}, "optimizer does not fit"),
+    ({"history": [{"loss": 1}]}, "history must be a list of per-epoch records"),
+    ({"rng": {"torch": 3}, "rng_ranks": _DROP}, "rng must be the RNG states"),
+    ({"rng_ranks": [{"torch": torch.zeros(5, dtype=torch.uint8), "python": [3, [0] * 625, None],
+                     "numpy": ["MT19937", [0] * 624, 0, 0, 0.0]}]}, "rng: its RNG state is damaged"),
+    ({"best_top1": "high"}, "best_top1 must be a number"),
+])
+def test_crafted_training_state_is_one_line_naming_the_field(tmp_path, trained, fields, expected):
+    from ecvit.engine import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    _crafted(out, trained, name="checkpoint.pth", **fields)
+    with pytest.raises(CheckpointError, match="cannot be resumed from") as info:
+        train(tiny_cfg(out, "TRAIN.EPOCHS", "2", model=PROBE))
+    assert expected in str(info.value)

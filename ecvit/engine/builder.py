@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ecvit.checkpoint import extract_state_dict, read_checkpoint
@@ -20,8 +21,12 @@ from ecvit.models.registry import create_model
 
 
 def model_kwargs(cfg: Config) -> dict[str, Any]:
-    """The family's own constructor arguments (MODEL.ARGS); generic keys are passed apart."""
-    return dict(cfg.model.args)
+    """The family's own constructor arguments (MODEL.ARGS), plus ``in_chans`` for one-channel
+    data (DATA.IN_CHANS 1), so a checkpoint rebuilds the model it was trained as."""
+    kwargs = dict(cfg.model.args)
+    if cfg.data.in_chans != 3:
+        kwargs["in_chans"] = cfg.data.in_chans
+    return kwargs
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -79,16 +84,39 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str,
             "create_model(name, checkpoint_path=...)"
         )
     ema = choose_ema(spec, use_ema, source)
+    state = extract_state_dict(ckpt, prefer_ema=ema)
+    check_fits(spec, state, source)
     model = create_model(spec.model_name, num_classes=spec.num_classes, img_size=spec.img_size,
                          **spec.model_args)
     try:
-        model.load_state_dict(extract_state_dict(ckpt, prefer_ema=ema), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
         raise CheckpointError(f"{source} does not fit {spec.model_name}: {detail}") from None
     adopt_preprocessing(model, spec)
     model.eval()
     return model, spec.single_weights()
+
+
+def check_fits(spec: CheckpointSpec, state: dict[str, torch.Tensor], source: str) -> None:
+    """Build the described model on the meta device and compare its tensor shapes with the
+    file's, before any memory is allocated: a description that does not match its own
+    weights (a crafted class count, widths) is refused here, naming the tensors."""
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(spec.model_name, num_classes=spec.num_classes,
+                                    img_size=spec.img_size, **spec.model_args)
+    except Exception as exc:  # the constructor refused the described arguments
+        raise CheckpointError(f"{source}: its model description does not build "
+                              f"{spec.model_name}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    expected = skeleton.state_dict()
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in state]
+    if wrong or missing:
+        detail = "; ".join(wrong[:3]) if wrong else f"missing {', '.join(missing[:3])}"
+        raise CheckpointError(f"{source} does not fit {spec.model_name} as its metadata describes "
+                              f"it (shape in file vs described: {detail})")
 
 
 def adopt_preprocessing(model: nn.Module, spec: CheckpointSpec) -> None:

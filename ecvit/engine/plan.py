@@ -117,7 +117,7 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     num_classes = int(data.num_classes)
     model = _meta_model(cfg, num_classes)
     num_params = sum(p.numel() for p in model.parameters())
-    num_macs = count_macs(model, cfg.data.img_size)  # on the meta device: no compute
+    num_macs = count_macs(model, cfg.data.img_size, cfg.data.in_chans)  # on the meta device: no compute
     drop_path = _max_drop_path(model)
     if cfg.model.drop_path_rate is None:
         cfg.model.drop_path_rate = drop_path
@@ -180,11 +180,12 @@ def _coerce_arg(value: Any, param: inspect.Parameter, key: str, model: str) -> A
 
 def _meta_model(cfg: Config, num_classes: int) -> nn.Module:
     """The configured model on the meta device: its constructor checks every argument."""
+    from ecvit.engine.builder import model_kwargs
     from ecvit.models.registry import create_model
 
     with torch.device("meta"):
         return create_model(cfg.model.name, num_classes=num_classes, img_size=cfg.data.img_size,
-                            drop_path_rate=cfg.model.drop_path_rate, **cfg.model.args)
+                            drop_path_rate=cfg.model.drop_path_rate, **model_kwargs(cfg))
 
 
 def _max_drop_path(model: nn.Module) -> float:
@@ -272,7 +273,7 @@ def _resume_plan(cfg: Config, num_classes: int) -> ResumePlan:
                 new = {k: _plain(v) for k, v in new.items()}
             if old != new:
                 differ.append(f"{label} {old} -> {new}")
-    if int(ckpt.get("num_classes", num_classes)) != num_classes:
+    if ckpt.get("num_classes", num_classes) != num_classes:
         differ.append(f"classes {ckpt.get('num_classes')} -> {num_classes}")
     fresh = ("start fresh with --no-resume (TRAIN.AUTO_RESUME false) or another --output-dir"
              if how == "auto-resume" else "pass the checkpoint of this run, or drop --resume")

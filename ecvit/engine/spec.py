@@ -9,6 +9,7 @@ plain top-level keys, so ``weights_only`` loading and safetensors metadata both 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -60,29 +61,127 @@ class CheckpointSpec:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str) -> CheckpointSpec | None:
-        """The spec stored in ``ckpt``; None for plain weight files (no model description)."""
+        """The spec stored in ``ckpt``; None for plain weight files (no model description).
+
+        Every field is checked for type and bounds before anything is built from it (a
+        checkpoint is a file from anywhere): a crafted class count or image size cannot
+        make the loader allocate terabytes, and ``model_args`` may only hold the family's
+        own constructor arguments, so no path (``checkpoint_path``) is ever taken from it.
+        """
         if "model_name" not in ckpt:
             return None
         if "num_classes" not in ckpt:
             raise CheckpointError(f"{source} names a model but not its class count (num_classes)")
+        field_of = _FieldReader(ckpt, source)
+        num_classes = field_of.integer("num_classes", 1, MAX_CLASSES)
+        names = field_of.strings("class_names", num_classes)
+        spec = cls(
+            model_name=field_of.model_name(),
+            num_classes=num_classes,
+            class_names=names,
+            img_size=field_of.integer("img_size", MIN_IMG_SIZE, MAX_IMG_SIZE, default=224),
+            mean=field_of.stats("mean", (0.485, 0.456, 0.406)),
+            std=field_of.stats("std", (0.229, 0.224, 0.225), positive=True),
+            interpolation=field_of.choice("interpolation", INTERPOLATIONS, "bicubic"),
+            crop_pct=field_of.fraction("crop_pct", 0.875),
+            model_args=field_of.mapping("model_args"),
+            dataset=field_of.text("dataset"),
+            data_root=field_of.text("data_root"),
+            has_ema=isinstance(ckpt.get(EMA), dict),
+        )
+        return spec.checked_model_args(source)
+
+    def checked_model_args(self, source: str) -> CheckpointSpec:
+        """``model_args`` checked against the family's constructor, like MODEL.ARGS."""
+        from ecvit.engine.plan import check_model_args
+
         try:
-            num_classes = int(ckpt["num_classes"])
-            return cls(
-                model_name=str(ckpt["model_name"]),
-                num_classes=num_classes,
-                class_names=tuple(str(c) for c in ckpt.get("class_names") or range(num_classes)),
-                img_size=int(ckpt.get("img_size") or 224),
-                mean=tuple(float(v) for v in ckpt.get("mean") or (0.485, 0.456, 0.406)),
-                std=tuple(float(v) for v in ckpt.get("std") or (0.229, 0.224, 0.225)),
-                interpolation=str(ckpt.get("interpolation") or "bicubic"),
-                crop_pct=float(ckpt.get("crop_pct") or 0.875),
-                model_args=dict(ckpt.get("model_args") or {}),
-                dataset=str(ckpt.get("dataset") or ""),
-                data_root=str(ckpt.get("data_root") or ""),
-                has_ema=isinstance(ckpt.get(EMA), dict),
-            )
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: unreadable model description ({exc})") from None
+            args = check_model_args(self.model_name, self.model_args)
+        except UsageError as exc:
+            raise CheckpointError(f"{source}: model_args: {exc}") from None
+        return replace(self, model_args=args)
+
+
+# Bounds on what a checkpoint may describe: generous for real models (ImageNet-21k has
+# 21,843 classes, CvT-W24 runs at 384 px), far below what would exhaust memory.
+MAX_CLASSES = 100_000
+MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 4096
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+class _FieldReader:
+    """Typed, bounded reads of a checkpoint's metadata; errors name the file and the field."""
+
+    def __init__(self, ckpt: dict[str, Any], source: str) -> None:
+        self.ckpt, self.source = ckpt, source
+
+    def _bad(self, key: str, want: str) -> CheckpointError:
+        value = repr(self.ckpt.get(key))
+        value = value if len(value) <= 40 else value[:37] + "..."
+        return CheckpointError(f"{self.source}: unreadable model description: {key} must be "
+                               f"{want}, got {value}")
+
+    def _get(self, key: str, default: Any) -> Any:
+        value = self.ckpt.get(key)
+        return default if value is None or value == "" else value
+
+    def model_name(self) -> str:
+        from ecvit.models.registry import list_models
+
+        name = self.ckpt.get("model_name")
+        if not isinstance(name, str) or name not in list_models():
+            raise self._bad("model_name", "a registered model name (see `ecvit models`)")
+        return name
+
+    def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self._bad(key, f"an integer in [{low}, {high}]")
+        return value
+
+    def strings(self, key: str, count: int) -> tuple[str, ...]:
+        value = self._get(key, None)
+        if value is None:
+            return tuple(str(i) for i in range(count))
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value) \
+                or len(value) != count:
+            raise self._bad(key, f"a list of {count} strings (one per class, num_classes {count})")
+        return tuple(value)
+
+    def stats(self, key: str, default: tuple[float, ...], positive: bool = False) -> tuple[float, ...]:
+        value = self._get(key, default)
+        ok = isinstance(value, (list, tuple)) and len(value) in (1, 3) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and abs(v) <= 1e6 and (v > 0 or not positive) for v in value)
+        if not ok:
+            raise self._bad(key, f"1 or 3 finite{' positive' if positive else ''} numbers")
+        return tuple(float(v) for v in value)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self._get(key, default)
+        if value not in choices:
+            raise self._bad(key, f"one of {', '.join(choices)}")
+        return value
+
+    def fraction(self, key: str, default: float) -> float:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise self._bad(key, "a number in (0, 1]")
+        return float(value)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self._get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise self._bad(key, "a mapping of argument names to values")
+        return dict(value)
+
+    def text(self, key: str) -> str:
+        value = self._get(key, "")
+        if not isinstance(value, str):
+            raise self._bad(key, "a string")
+        return value
 
 
 def choose_ema(spec: CheckpointSpec, use_ema: bool | None, source: str) -> bool:
@@ -95,4 +194,4 @@ def choose_ema(spec: CheckpointSpec, use_ema: bool | None, source: str) -> bool:
     return use_ema
 
 
-__all__ = ["CheckpointSpec", "choose_ema", "RAW", "EMA"]
+__all__ = ["CheckpointSpec", "choose_ema", "RAW", "EMA", "MAX_CLASSES", "MAX_IMG_SIZE"]

@@ -40,8 +40,17 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict[str, Any], source: str = "the checkpoint") -> None:
+    """Restore what :func:`rng_state` captured; a damaged state is a one-line CheckpointError."""
+    try:
+        _set_rng_state(state)
+    except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{source} cannot be resumed from: rng: its RNG state is damaged "
+                              f"({detail})") from None
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -67,13 +76,66 @@ def find_resume_checkpoint(resume: str, auto_resume: bool, output_dir: str | Pat
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint and check it carries what resuming needs."""
+    """Read a checkpoint and check it carries what resuming needs, each field of its type."""
+    from ecvit.engine.spec import CheckpointSpec
+
     ckpt = read_checkpoint(path)
     missing = [k for k in ("model", "epoch", "optimizer") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} cannot be resumed from: it has no {', '.join(missing)} "
                               "(use MODEL.PRETRAINED to start from its weights instead)")
+    check_training_state(ckpt, str(path))
+    CheckpointSpec.from_checkpoint(ckpt, str(path))
     return ckpt
+
+
+def check_training_state(ckpt: dict[str, Any], source: str) -> None:
+    """The resume fields' types and shapes, so a crafted or damaged state is one line naming
+    the field instead of a traceback deep in ``load_state_dict`` or ``random.setstate``."""
+    def bad(key: str, want: str) -> CheckpointError:
+        return CheckpointError(f"{source} cannot be resumed from: {key} must be {want}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not is_int(ckpt["epoch"]) or not 0 <= ckpt["epoch"] <= 10**7:
+        raise bad("epoch", "a whole number of epochs >= 0")
+    if "step" in ckpt and (not is_int(ckpt["step"]) or ckpt["step"] < 0):
+        raise bad("step", "a whole number of steps >= 0")
+    if not isinstance(ckpt["model"], dict):
+        raise bad("model", "a mapping of tensors")
+    opt = ckpt["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict)
+            and isinstance(opt.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in opt["param_groups"])):
+        raise bad("optimizer", "an optimizer state_dict (state, param_groups)")
+    best = ckpt.get("best_top1", 0.0)
+    if isinstance(best, bool) or not isinstance(best, (int, float)):
+        raise bad("best_top1", "a number")
+    history = ckpt.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(r, dict) and is_int(r.get("epoch"))
+                                                for r in history):
+        raise bad("history", "a list of per-epoch records, each with an integer epoch")
+    resumes = ckpt.get("resumes", [])
+    if not isinstance(resumes, list) or not all(isinstance(r, dict) for r in resumes):
+        raise bad("resumes", "a list of records")
+    for key in ("scaler", "model_ema", "progress"):
+        if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
+            raise bad(key, "a mapping")
+    ranks = ckpt.get("rng_ranks") or [ckpt.get("rng")]
+    if not isinstance(ranks, list) or not all(_rng_state_ok(r) for r in ranks):
+        raise bad("rng" if "rng_ranks" not in ckpt else "rng_ranks",
+                  "the RNG states a run saved (torch, python, numpy)")
+
+
+def _rng_state_ok(state: Any) -> bool:
+    """The shape :func:`rng_state` writes; :func:`set_rng_state` still checks the values."""
+    if not isinstance(state, dict) or not isinstance(state.get("torch"), torch.Tensor):
+        return False
+    py, np_state = state.get("python"), state.get("numpy")
+    return (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple))
+            and isinstance(np_state, (list, tuple)) and len(np_state) == 5
+            and isinstance(np_state[1], (list, tuple)) and len(np_state[1]) == 624)
 
 
 def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -92,4 +154,4 @@ def clean_stale_temporaries(output_dir: Path) -> None:
 
 
 __all__ = ["seed_everything", "rng_state", "set_rng_state", "find_resume_checkpoint",
-           "load_training_checkpoint", "load_module_state", "clean_stale_temporaries"]
+           "load_training_checkpoint", "check_training_state", "load_module_state", "clean_stale_temporaries"]

@@ -34,7 +34,7 @@ from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
-from ecvit.errors import DataError, TrainingError, UsageError
+from ecvit.errors import CheckpointError, DataError, TrainingError, UsageError
 from ecvit.models import set_cpu_autocast_training
 
 
@@ -64,6 +64,16 @@ def _finished(plan: RunPlan, info: D.DistInfo) -> dict[str, Any]:
               "over with --no-resume or another --output-dir.", flush=True)
     history = (r.state or {}).get("history") or []
     return dict(history[-1]) if history else {}
+
+
+def _load_state(target: Any, state: dict[str, Any], path: Path, field: str) -> None:
+    """``target.load_state_dict(state)``; a state that does not fit is one line naming the field."""
+    try:
+        target.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} cannot be resumed from: {field} does not fit this run "
+                              f"({detail})") from None
 
 
 class _Run:
@@ -140,13 +150,13 @@ class _Run:
         ckpt, path = r.state, Path(r.path)
         load_module_state(self.model, ckpt["model"], str(path))
         planned_wd = [group["weight_decay"] for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        _load_state(self.optimizer, ckpt["optimizer"], path, "optimizer")
         # The saved state brings back the old weight decay; the plan's (new) one wins, the
         # learning rate comes from the schedule of the current config.
         for group, wd in zip(self.optimizer.param_groups, planned_wd):
             group["weight_decay"] = wd
         if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+            _load_state(self.scaler, ckpt["scaler"], path, "scaler")
         if self.ema is not None:
             if "model_ema" in ckpt:
                 load_module_state(self.ema.module, ckpt["model_ema"], f"{path} (model_ema)")
@@ -166,7 +176,7 @@ class _Run:
         self.scheduler.step_update(self.start_epoch * self.updates_per_epoch)
         ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
         if self.info.rank < len(ranks):
-            set_rng_state(ranks[self.info.rank])
+            set_rng_state(ranks[self.info.rank], str(path))
         else:
             seed_everything(self.cfg.seed + self.info.rank + self.start_epoch)
 
