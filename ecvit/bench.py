@@ -43,6 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecvit.checkpoint import write_atomic
+from ecvit.config import MAX_BATCH, MAX_IMG_SIZE
+from ecvit.engine.outputs import check_output_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.errors import UsageError
 
@@ -439,11 +442,17 @@ def benchmark_command(args: argparse.Namespace) -> int:
     iters = getattr(args, "iters", None)
     if batch_size < 1 or (img_size is not None and img_size < 1):
         raise UsageError("--batch-size and --img-size must be positive")
+    if batch_size > MAX_BATCH or (img_size is not None and img_size > MAX_IMG_SIZE):
+        raise UsageError(f"--batch-size must be at most {MAX_BATCH} and --img-size at most "
+                         f"{MAX_IMG_SIZE}")
     json_path = getattr(args, "json", None)
     if json_path:
         parent = Path(json_path).parent
+        if Path(json_path).is_dir():
+            raise UsageError(f"--json {json_path} is a directory; name the file to write")
         if not parent.is_dir():
             raise UsageError(f"--json {json_path}: directory {parent} does not exist")
+        check_output_dir(parent, "--json")
 
     model = create_model(args.model, img_size=img_size)
     if img_size is None:  # the model's own resolution
@@ -465,7 +474,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
     result = {"model": args.model, "fused": fused, **result, "machine": machine_info(dev)}
     print(format_result_table(args.model + (" (fused)" if fused else ""), result))
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        text = (json.dumps(result, indent=2) + "\n").encode()
+        write_atomic(json_path, lambda fh: fh.write(text), what="file")
         print(f"wrote {json_path}")
     return 0
 

@@ -105,6 +105,7 @@ class TrainConfig:
     resume: str = ""  # checkpoint to continue from; "" = auto-resume from output_dir
     auto_resume: bool = True
     grad_checkpointing: bool = False  # recompute block activations in backward (less memory)
+    save_every_steps: int = 0  # >0: also a resumable checkpoint.pth every N optimizer updates
     layer_decay: float = 0.0  # >0: layer-wise lr decay (timm's --layer-decay), e.g. 0.75
 
 
@@ -138,8 +139,60 @@ class Config:
 # ----------------------------------------------------------------------------- loading
 
 
+# A config file is small: an alias bomb ("billion laughs") is refused before it expands.
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+
+
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false are booleans, so ``TRAIN.AMP off`` stays a string."""
+    """YAML 1.2 booleans: only true/false are booleans, so ``TRAIN.AMP off`` stays a string.
+
+    Bounded and strict: more than :data:`MAX_YAML_ALIASES` aliases or a document that would
+    expand to more than :data:`MAX_YAML_NODES` nodes is refused at once, and a key given
+    twice in one mapping is an error naming it (instead of the last one silently winning).
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count = getattr(self, "alias_count", 0) + 1
+            if self.alias_count > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name): refused "
+                                     "as a possible alias bomb")
+        return super().compose_node(parent, index)
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"the document expands to more than {MAX_YAML_NODES} values "
+                                 "through its aliases: refused as an alias bomb")
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[str] = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.YAMLError(f"duplicate key {key_node.value!r} (line "
+                                         f"{key_node.start_mark.line + 1}): each key may appear once")
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Values the node stands for once every alias is expanded (shared nodes counted once
+    per use), computed in time linear in the composed document."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a recursive alias counts once (the constructor handles recursion)
+        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else ()
+        total = 1
+        for child in children:
+            parts = child if isinstance(child, tuple) else (child,)
+            total += sum(_expanded_size(part, memo) for part in parts)
+            if total > MAX_YAML_NODES:
+                break
+        memo[key] = total
+    return memo[key]
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
@@ -348,6 +401,7 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
 
 def check_config(cfg: Config) -> None:
     """Reject values no run could use, naming the key; model arguments are checked by the plan."""
+    _check_bounds(cfg)
     _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
@@ -370,6 +424,7 @@ def check_config(cfg: Config) -> None:
         ("TRAIN.WEIGHT_DECAY", cfg.train.weight_decay),
         ("TRAIN.WARMUP_EPOCHS", cfg.train.warmup_epochs),
         ("TRAIN.CLIP_GRAD", cfg.train.clip_grad),
+        ("TRAIN.SAVE_EVERY_STEPS", cfg.train.save_every_steps),
         ("DATA.WORKERS", cfg.data.workers),
     ):
         if value < 0:
@@ -397,6 +452,37 @@ def check_config(cfg: Config) -> None:
             raise UsageError(f"{key} must have 1 or 3 values, got {len(stats)}")
     if any(s <= 0 for s in cfg.data.std):
         raise UsageError(f"DATA.STD values must be positive, got {cfg.data.std}")
+
+
+# Upper bounds far above any real run and far below what would exhaust memory or processes
+# (a batch of 2**63, 3e9 classes, 2**31 workers); SEED is what NumPy's seeding accepts.
+MAX_CLASSES = 100_000
+MAX_IMG_SIZE = 4096
+MAX_SAMPLES = 100_000_000
+MAX_BATCH = 1 << 20
+MAX_WORKERS = 256
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**32 - 1
+
+
+def _check_bounds(cfg: Config) -> None:
+    for key, value, high in (
+        ("DATA.IMG_SIZE", cfg.data.img_size, MAX_IMG_SIZE),
+        ("DATA.NUM_CLASSES", cfg.data.num_classes, MAX_CLASSES),
+        ("DATA.TRAIN_SIZE", cfg.data.train_size, MAX_SAMPLES),
+        ("DATA.VAL_SIZE", cfg.data.val_size, MAX_SAMPLES),
+        ("DATA.WORKERS", cfg.data.workers, MAX_WORKERS),
+        ("TRAIN.EPOCHS", cfg.train.epochs, MAX_EPOCHS),
+        ("TRAIN.BATCH_SIZE", cfg.train.batch_size, MAX_BATCH),
+        ("TRAIN.ACCUM_STEPS", cfg.train.accum_steps, MAX_BATCH),
+        ("TRAIN.SAVE_EVERY_STEPS", cfg.train.save_every_steps, 10**9),
+        ("TEST.BATCH_SIZE", cfg.test.batch_size, MAX_BATCH),
+        ("SEED", cfg.seed, MAX_SEED),
+    ):
+        if value is not None and value > high:
+            raise UsageError(f"{key} must be at most {high}, got {value}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UsageError(f"SEED must be in [0, {MAX_SEED}], got {cfg.seed}")
 
 
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:

@@ -332,3 +332,66 @@ def test_crafted_training_state_is_one_line_naming_the_field(tmp_path, trained, 
     with pytest.raises(CheckpointError, match="cannot be resumed from") as info:
         train(tiny_cfg(out, "TRAIN.EPOCHS", "2", model=PROBE))
     assert expected in str(info.value)
+
+
+# ----------------------------------------------------------------------- YAML, bounds
+
+
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
+    import time
+
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(8):
+        prev, cur = chr(97 + i), chr(98 + i)
+        lines.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * 9)}]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nTRAIN:\n  LR: *i\n")
+    start = time.perf_counter()
+    code, _, err = run_entry(main, ["train", "--cfg", str(path), "--dry-run"], capsys)
+    assert time.perf_counter() - start < 5
+    assert code == 2 and "alias bomb" in _one_line_error(err)
+    many = tmp_path / "many.yaml"
+    many.write_text("x: &x 1\ny: [" + ", ".join(["*x"] * 200) + "]\n")
+    code, _, err = run_entry(main, ["train", "--cfg", str(many), "--dry-run"], capsys)
+    assert code == 2 and "aliases" in _one_line_error(err)
+
+
+def test_yaml_duplicate_key_is_an_error_naming_it(tmp_path, capsys):
+    path = tmp_path / "dup.yaml"
+    path.write_text("TRAIN:\n  LR: 0.1\n  EPOCHS: 3\n  LR: 0.5\n")
+    code, _, err = run_entry(main, ["train", "--cfg", str(path), "--dry-run"], capsys)
+    assert code == 2 and "duplicate key 'LR' (line 4)" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seed", "-1"], "SEED must be in [0, 4294967295]"),
+    (["--seed", str(2**32)], "SEED must be at most 4294967295"),
+    (["--batch-size", str(2**63)], "TRAIN.BATCH_SIZE must be at most"),
+    (["DATA.TRAIN_SIZE", str(10**20)], "DATA.TRAIN_SIZE must be at most"),
+    (["DATA.WORKERS", "2147483647"], "DATA.WORKERS must be at most 256"),
+    (["--num-classes", "1"], "needs at least 2 classes"),
+])
+def test_out_of_range_numbers_are_refused_in_the_preflight(tmp_path, capsys, argv, expected):
+    base = ["train", "--dataset", "simulated", "--model", PROBE, "--img-size", "32",
+            "--output-dir", str(tmp_path / "run"), "--dry-run"]
+    code, _, err = run_entry(main, base + argv, capsys)
+    assert code == 2 and expected in _one_line_error(err)
+
+
+def test_one_class_folder_dataset_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "only").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "only" / "a.png")
+    code, _, err = run_entry(main, ["train", "--dataset", "folder", "--data-path", str(tmp_path),
+                                    "--model", PROBE, "--img-size", "32", "--dry-run",
+                                    "--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 2 and "needs at least 2 classes" in _one_line_error(err)
+
+
+def test_benchmark_json_into_a_directory_is_one_line(tmp_path, capsys):
+    code, _, err = run_entry(main, ["benchmark", "--model", PROBE, "--json", str(tmp_path)], capsys)
+    assert code == 2 and "is a directory" in _one_line_error(err)
+    code, _, err = run_entry(main, ["benchmark", "--model", PROBE, "--batch-size", str(2**63)], capsys)
+    assert code == 2 and "--batch-size must be at most" in _one_line_error(err)

@@ -27,7 +27,7 @@ from ecvit.config import Config, check_config, coerce, get_key
 from ecvit.engine.outputs import check_output_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
-from ecvit.errors import CheckpointError, UsageError
+from ecvit.errors import CheckpointError, DataError, UsageError
 from ecvit.flops import count_macs
 from ecvit.model_table import human, human_macs
 
@@ -115,6 +115,10 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     data = build_datasets(cfg)
     cfg.data.mean, cfg.data.std = [float(v) for v in data.mean], [float(v) for v in data.std]
     num_classes = int(data.num_classes)
+    if num_classes < 2:
+        where = f" at {cfg.data.root}" if cfg.data.root else ""
+        raise DataError(f"{cfg.data.dataset}{where} has {num_classes} class: a classifier needs at "
+                        "least 2 classes (with one, every prediction is trivially right)")
     model = _meta_model(cfg, num_classes)
     num_params = sum(p.numel() for p in model.parameters())
     num_macs = count_macs(model, cfg.data.img_size, cfg.data.in_chans)  # on the meta device: no compute

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ecvit.config import MAX_CLASSES, MAX_IMG_SIZE
 from ecvit.errors import CheckpointError, UsageError
 
 # Where the weights sit in a checkpoint written by ``train``.
@@ -95,17 +96,23 @@ class CheckpointSpec:
         """``model_args`` checked against the family's constructor, like MODEL.ARGS."""
         from ecvit.engine.plan import check_model_args
 
+        own = dict(self.model_args)
+        in_chans = own.pop("in_chans", 3)  # written for one-channel runs (DATA.IN_CHANS 1)
+        if in_chans not in (1, 3) or isinstance(in_chans, bool):
+            raise CheckpointError(f"{source}: model_args: in_chans must be 1 or 3, got {in_chans!r}")
         try:
-            args = check_model_args(self.model_name, self.model_args)
+            args = check_model_args(self.model_name, own)
         except UsageError as exc:
             raise CheckpointError(f"{source}: model_args: {exc}") from None
+        if in_chans != 3:
+            args["in_chans"] = in_chans
         return replace(self, model_args=args)
 
 
 # Bounds on what a checkpoint may describe: generous for real models (ImageNet-21k has
-# 21,843 classes, CvT-W24 runs at 384 px), far below what would exhaust memory.
-MAX_CLASSES = 100_000
-MIN_IMG_SIZE, MAX_IMG_SIZE = 8, 4096
+# 21,843 classes, CvT-W24 runs at 384 px), far below what would exhaust memory; the same
+# upper bounds as the config's.
+MIN_IMG_SIZE = 8
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
