@@ -62,6 +62,8 @@ class DataConfig:
     std: list[float] = field(default_factory=list)
     interpolation: str = ""  # empty: the model's pretrained_cfg
     crop_pct: float | None = None  # eval resize = img_size / crop_pct, then center crop; None: the model's
+    in_chans: int = 3  # 1: grey datasets (mnist, fashion-mnist) feed one channel; 3: RGB (weights transfer)
+    train_fraction: float = 1.0  # <1: a class-stratified subset of the training split (fixed seed)
 
 
 @dataclass
@@ -443,6 +445,10 @@ def check_config(cfg: Config) -> None:
             raise UsageError(f"{key} must be in [0, 1], got {value}")
     if cfg.aug.mixup < 0 or cfg.aug.cutmix < 0:
         raise UsageError("AUG.MIXUP and AUG.CUTMIX must not be negative")
+    if cfg.data.in_chans not in (1, 3):
+        raise UsageError(f"DATA.IN_CHANS must be 1 or 3, got {cfg.data.in_chans}")
+    if not 0.0 < cfg.data.train_fraction <= 1.0:
+        raise UsageError(f"DATA.TRAIN_FRACTION must be in (0, 1], got {cfg.data.train_fraction}")
     if cfg.data.crop_pct is not None and not 0.0 < cfg.data.crop_pct <= 1.0:
         raise UsageError(f"DATA.CROP_PCT must be in (0, 1], got {cfg.data.crop_pct}")
     if len(cfg.aug.scale) != 2 or not 0 < cfg.aug.scale[0] <= cfg.aug.scale[1] <= 1:

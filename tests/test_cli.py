@@ -245,7 +245,8 @@ def test_other_exceptions_keep_their_traceback(monkeypatch):
 
 EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
 DATASET_CLASSES = {"folder": 1000, "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200,
-                   "digits": 10, "simulated": None, "oxford-pets": 37}
+                   "digits": 10, "simulated": None, "oxford-pets": 37, "svhn": 10, "mnist": 10,
+                   "fashion-mnist": 10}
 
 
 def test_experiment_layout():

@@ -50,7 +50,8 @@ def _check_items(ds, img_size: int, labels: set[int]) -> None:
 
 def test_dataset_names_and_suggestions():
     assert set(DATASETS) == {
-        "digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets"
+        "digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets",
+        "svhn", "mnist", "fashion-mnist",
     }
     assert canonical_dataset_name("CIFAR10") == "cifar10"
     assert canonical_dataset_name("tiny_imagenet") == "tiny-imagenet"
@@ -62,7 +63,8 @@ def test_dataset_names_and_suggestions():
         build_datasets(_cfg("mnist-fashion-xyz"))
 
 
-@pytest.mark.parametrize("name", ["folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets"])
+@pytest.mark.parametrize("name", ["folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets",
+                                  "svhn", "mnist", "fashion-mnist"])
 def test_on_disk_formats_need_data_path(name, tmp_path):
     with pytest.raises(DataError, match=rf"{name} reads its files from disk: pass --data-path DIR"):
         build_datasets(_cfg(name, ""))
@@ -71,7 +73,7 @@ def test_on_disk_formats_need_data_path(name, tmp_path):
 
 
 def test_download_is_refused_where_unsupported(tmp_path):
-    with pytest.raises(DataError, match="--download is available for cifar10, cifar100; folder must"):
+    with pytest.raises(DataError, match="--download is available for cifar10, cifar100, svhn, mnist, fashion-mnist; folder must"):
         build_datasets(_cfg("folder", tmp_path, download=True))
 
 

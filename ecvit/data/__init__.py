@@ -1,4 +1,5 @@
-"""Datasets and transforms: simulated, digits, folder, CIFAR-10/100, Tiny-ImageNet, Oxford pets.
+"""Datasets and transforms: simulated, digits, folder, CIFAR-10/100, Tiny-ImageNet, Oxford pets,
+SVHN, MNIST, Fashion-MNIST.
 
 ``build_datasets(cfg)`` returns a :class:`DataBundle`; loaders use :func:`collate_batch`,
 which drops unreadable images (``DATA.SKIP_BAD_IMAGES``) and reports how many it dropped.

@@ -9,10 +9,18 @@ cifar10                             (0.4914, 0.4822, 0.4465)    (0.2470, 0.2435,
 cifar100                            (0.5070, 0.4865, 0.4409)    (0.2673, 0.2564, 0.2762)
 folder, tiny-imagenet, oxford-pets  ImageNet (0.485, 0.456,     (0.229, 0.224, 0.225)
                                     0.406)
+svhn                                (0.4377, 0.4438, 0.4728)    (0.1980, 0.2010, 0.1970)
+mnist                               0.1307 per channel          0.3081
+fashion-mnist                       0.2860 per channel          0.3530
 digits                              the train split's pixel     its pixel std (~0.37)
                                     mean (~0.31), per channel
 simulated                           (0.5, 0.5, 0.5)             (0.5, 0.5, 0.5)
 ==================================  ==========================  ==========================
+
+The grey datasets (mnist, fashion-mnist) are repeated to three channels, so RGB weights
+transfer; ``DATA.IN_CHANS 1`` feeds them as one channel to a model built with ``in_chans=1``.
+``DATA.TRAIN_FRACTION f`` keeps a class-stratified fraction ``f`` of any training split,
+the same images for every run seed (:data:`SUBSET_SEED`), for small-data studies.
 """
 
 from __future__ import annotations
@@ -27,23 +35,26 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 
 from ecvit.config import Config
-from ecvit.data import cifar, layouts
-from ecvit.data.samples import ImageFileDataset
+from ecvit.data import cifar, idx, layouts, svhn
+from ecvit.data.samples import ArrayImageDataset, ImageFileDataset, LabelledSubset
 from ecvit.data.synthetic import DigitsDataset, SimulatedDataset, load_digits_split
 from ecvit.data.transforms import TensorTransform, build_eval_transform, build_train_transform
 from ecvit.errors import DataError
 
 Stats = tuple[float, float, float]
 
-DATASETS = ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets")
-DOWNLOADABLE = ("cifar10", "cifar100")
+DATASETS = ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets",
+            "svhn", "mnist", "fashion-mnist")
+DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist")
+GREY_DATASETS = ("mnist", "fashion-mnist")  # the only ones DATA.IN_CHANS 1 applies to
+SUBSET_SEED = 0  # DATA.TRAIN_FRACTION's subset does not change with the run's seed
 SIMULATED_STATS: tuple[Stats, Stats] = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 # Datasets whose normalisation is their own (above); the others take the model's
 # pretrained_cfg mean/std unless DATA.MEAN / DATA.STD say otherwise.
-OWN_STATS = ("digits", "simulated", "cifar10", "cifar100")
+OWN_STATS = ("digits", "simulated", "cifar10", "cifar100", "svhn", "mnist", "fashion-mnist")
 # Input size used when DATA.IMG_SIZE is unset, for datasets where the model's own size makes
 # no sense: the 8x8 digits are upscaled to 32 px (the measured default run), not to 224.
-NATIVE_IMG_SIZE = {"digits": 32}
+NATIVE_IMG_SIZE = {"digits": 32, "svhn": 32, "mnist": 28, "fashion-mnist": 28}
 
 # Light, label-preserving augmentation for the 8x8 digits: a digit survives a few degrees of
 # rotation, +-10% zoom and a one-pixel shift, but not a flip or a tight random crop, so
@@ -90,7 +101,32 @@ def build_datasets(cfg: Config) -> DataBundle:
     if cfg.data.download and name not in DOWNLOADABLE:
         why = "needs no download" if name in ("digits", "simulated") else "must already be on disk"
         raise DataError(f"--download is available for {', '.join(DOWNLOADABLE)}; {name} {why}")
-    return _BUILDERS[name](cfg)
+    if cfg.data.in_chans != 3 and name not in GREY_DATASETS:
+        raise DataError(f"DATA.IN_CHANS {cfg.data.in_chans}: one-channel input is for the grey "
+                        f"datasets ({', '.join(GREY_DATASETS)}); {name} feeds 3 channels")
+    bundle = _BUILDERS[name](cfg)
+    if cfg.data.train_fraction < 1.0:
+        bundle.train = train_subset(bundle.train, cfg.data.train_fraction)
+    return bundle
+
+
+def train_subset(dataset: Dataset, fraction: float) -> LabelledSubset:
+    """A class-stratified ``fraction`` of ``dataset`` (at least one image per class), in order.
+
+    Drawn with :data:`SUBSET_SEED`, so every run seed and every model sees the same images.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = list(dataset.targets)
+    count = max(len(set(labels)), round(fraction * len(labels)))
+    if count >= len(labels):
+        return LabelledSubset(dataset, range(len(labels)))
+    try:
+        keep, _ = train_test_split(range(len(labels)), train_size=count, stratify=labels,
+                                   random_state=SUBSET_SEED)
+    except ValueError:  # a class with a single image cannot be stratified: plain random
+        keep, _ = train_test_split(range(len(labels)), train_size=count, random_state=SUBSET_SEED)
+    return LabelledSubset(dataset, sorted(keep))
 
 
 def fill_data_defaults(cfg: Config, name: str) -> Config:
@@ -123,7 +159,10 @@ def _stats(cfg: Config, mean: Stats, std: Stats) -> tuple[Stats, Stats]:
             return (float(values[0]),) * 3
         return tuple(float(v) for v in values)  # type: ignore[return-value]
 
-    return pick(cfg.data.mean, mean), pick(cfg.data.std, std)
+    mean, std = pick(cfg.data.mean, mean), pick(cfg.data.std, std)
+    if cfg.data.in_chans == 1:  # grey input: the grey datasets' statistics are equal per channel
+        return mean[:1], std[:1]
+    return mean, std
 
 
 def _root(cfg: Config, name: str, must_exist: bool = True) -> Path:
@@ -137,8 +176,9 @@ def _root(cfg: Config, name: str, must_exist: bool = True) -> Path:
 
 def _image_transforms(cfg: Config, mean: Stats, std: Stats) -> tuple[Callable, Callable]:
     d = cfg.data
-    train_tf = build_train_transform(d.img_size, mean, std, cfg.aug, interpolation=d.interpolation)
-    eval_tf = build_eval_transform(d.img_size, mean, std, d.interpolation, d.crop_pct)
+    train_tf = build_train_transform(d.img_size, mean, std, cfg.aug, interpolation=d.interpolation,
+                                     channels=d.in_chans)
+    eval_tf = build_eval_transform(d.img_size, mean, std, d.interpolation, d.crop_pct, d.in_chans)
     return train_tf, eval_tf
 
 
@@ -154,8 +194,8 @@ def _file_bundle(
     train_tf, eval_tf = _image_transforms(cfg, mean, std)
     skip = cfg.data.skip_bad_images
     return DataBundle(
-        train=ImageFileDataset(train, classes, train_tf, skip),
-        val=ImageFileDataset(val, classes, eval_tf, skip),
+        train=ImageFileDataset(train, classes, train_tf, skip, cfg.data.exif_transpose),
+        val=ImageFileDataset(val, classes, eval_tf, skip, cfg.data.exif_transpose),
         num_classes=len(classes),
         class_names=list(classes),
         mean=mean,
@@ -215,6 +255,45 @@ def _build_oxford_pets(cfg: Config) -> DataBundle:
     return _file_bundle(cfg, train, val, classes, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
+def _array_bundle(cfg: Config, train: tuple, val: tuple, classes: list[str],
+                  mean: Stats, std: Stats) -> DataBundle:
+    """Bundle for decoded ``(images, labels)`` arrays, through the image transforms."""
+    mean, std = _stats(cfg, mean, std)
+    train_tf, eval_tf = _image_transforms(cfg, mean, std)
+    return DataBundle(
+        train=ArrayImageDataset(*train, classes, train_tf),
+        val=ArrayImageDataset(*val, classes, eval_tf),
+        num_classes=len(classes),
+        class_names=list(classes),
+        mean=mean,
+        std=std,
+        crop_pct=cfg.data.crop_pct,
+    )
+
+
+def _build_svhn(cfg: Config) -> DataBundle:
+    root = _root(cfg, "svhn", must_exist=not cfg.data.download)
+    if cfg.data.download and not (root / svhn.FILES["train"]).is_file():
+        svhn.download(root)
+    train, val = svhn.read_svhn_split(root, "train"), svhn.read_svhn_split(root, "test")
+    return _array_bundle(cfg, train, val, list(svhn.CLASSES), svhn.MEAN, svhn.STD)
+
+
+def _idx_builder(spec: idx.IdxSpec) -> Callable[[Config], DataBundle]:
+    def build(cfg: Config) -> DataBundle:
+        root = _root(cfg, spec.name, must_exist=not cfg.data.download)
+        if cfg.data.download:
+            try:
+                idx.find_idx_file(spec, root, idx.TRAIN_IMAGES)
+            except DataError:
+                idx.download(spec, root)
+        train = idx.read_idx_split(spec, root, idx.TRAIN_IMAGES, idx.TRAIN_LABELS)
+        val = idx.read_idx_split(spec, root, idx.TEST_IMAGES, idx.TEST_LABELS)
+        return _array_bundle(cfg, train, val, list(spec.classes), (spec.mean,) * 3, (spec.std,) * 3)
+
+    return build
+
+
 def _cifar_builder(spec: cifar.CifarSpec) -> Callable[[Config], DataBundle]:
     def build(cfg: Config) -> DataBundle:
         root = _root(cfg, spec.name, must_exist=not cfg.data.download)
@@ -222,17 +301,7 @@ def _cifar_builder(spec: cifar.CifarSpec) -> Callable[[Config], DataBundle]:
         classes = cifar.read_cifar_classes(spec, folder)
         x_train, y_train = cifar.read_cifar_split(spec, folder, spec.train_files)
         x_val, y_val = cifar.read_cifar_split(spec, folder, (spec.test_file,))
-        mean, std = _stats(cfg, spec.mean, spec.std)
-        train_tf, eval_tf = _image_transforms(cfg, mean, std)
-        return DataBundle(
-            train=cifar.CifarDataset(x_train, y_train, classes, train_tf),
-            val=cifar.CifarDataset(x_val, y_val, classes, eval_tf),
-            num_classes=spec.num_classes,
-            class_names=classes,
-            mean=mean,
-            std=std,
-            crop_pct=cfg.data.crop_pct,
-        )
+        return _array_bundle(cfg, (x_train, y_train), (x_val, y_val), classes, spec.mean, spec.std)
 
     return build
 
@@ -245,4 +314,7 @@ _BUILDERS: dict[str, Callable[[Config], DataBundle]] = {
     "cifar100": _cifar_builder(cifar.CIFAR100),
     "tiny-imagenet": _build_tiny_imagenet,
     "oxford-pets": _build_oxford_pets,
+    "svhn": _build_svhn,
+    "mnist": _idx_builder(idx.MNIST),
+    "fashion-mnist": _idx_builder(idx.FASHION_MNIST),
 }

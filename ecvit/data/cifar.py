@@ -12,12 +12,9 @@ import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
 from ecvit.errors import DataError
 
@@ -182,26 +179,3 @@ def read_cifar_classes(spec: CifarSpec, folder: Path) -> list[str]:
     if not isinstance(names, list) or len(names) != spec.num_classes:
         raise DataError(f"{spec.name}: {path} must list {spec.num_classes} '{spec.names_key}'")
     return [str(n) for n in names]
-
-
-class CifarDataset(Dataset):
-    """Decoded CIFAR images in memory; items are ``(transform(PIL image), label)``."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        classes: list[str],
-        transform: Callable[[Image.Image], torch.Tensor],
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.targets = labels.tolist()
-        self.classes = classes
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])

@@ -39,6 +39,22 @@ class ToRGB:
         return "ToRGB()"
 
 
+class ToGrey:
+    """Make any PIL image 8-bit grey ('L'), for one-channel models (``DATA.IN_CHANS 1``)."""
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img if img.mode == "L" else to_rgb(img).convert("L")
+
+    def __repr__(self) -> str:
+        return "ToGrey()"
+
+
+def _to_mode(channels: int) -> ToRGB | ToGrey:
+    if channels not in (1, 3):
+        raise ValueError(f"images have 1 or 3 channels, got {channels}")
+    return ToGrey() if channels == 1 else ToRGB()
+
+
 class CapAspect:
     """Center-crop the long side of an image to at most ``max_ratio`` times the short side.
 
@@ -72,8 +88,9 @@ def build_train_transform(
     std: Sequence[float],
     aug: AugConfig,
     interpolation: str = "bicubic",
+    channels: int = 3,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """timm's ImageNet training pipeline driven by ``AugConfig``; PIL image -> [3,H,W]."""
+    """timm's ImageNet training pipeline driven by ``AugConfig``; PIL image -> [channels,H,W]."""
     timm_tf = create_transform(
         input_size=img_size,
         is_training=True,
@@ -87,7 +104,7 @@ def build_train_transform(
         re_prob=aug.reprob,
         re_mode=RANDOM_ERASING_MODE,
     )
-    return transforms.Compose([ToRGB(), timm_tf])
+    return transforms.Compose([_to_mode(channels), timm_tf])
 
 
 def build_eval_transform(
@@ -96,10 +113,12 @@ def build_eval_transform(
     std: Sequence[float],
     interpolation: str = "bicubic",
     crop_pct: float = 0.875,
+    channels: int = 3,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise.
 
-    Works on any PIL image mode and any aspect ratio (see :class:`CapAspect`).
+    Works on any PIL image mode and any aspect ratio (see :class:`CapAspect`); the result
+    has ``channels`` (3: RGB, 1: grey) channels.
     """
     timm_tf = create_transform(
         input_size=img_size,
@@ -109,7 +128,7 @@ def build_eval_transform(
         mean=tuple(mean),
         std=tuple(std),
     )
-    return transforms.Compose([ToRGB(), CapAspect(), timm_tf])
+    return transforms.Compose([_to_mode(channels), CapAspect(), timm_tf])
 
 
 class TensorTransform:

@@ -99,6 +99,7 @@ def validation_plan(cfg: Config, checkpoint: str | None = None, ckpt: dict[str, 
     cfg.test.model_file = str(path)
     if spec is not None:  # the checkpoint's own model and preprocessing
         cfg.model.name, cfg.model.args = spec.model_name, dict(spec.model_args)
+        cfg.data.in_chans = int(cfg.model.args.pop("in_chans", 3))
         cfg.data.img_size, cfg.data.mean, cfg.data.std = spec.img_size, list(spec.mean), list(spec.std)
         cfg.data.interpolation, cfg.data.crop_pct = spec.interpolation, spec.crop_pct
         cfg.model.pretrained = ""  # the checkpoint holds the weights

@@ -63,7 +63,7 @@ def model_entry(name: str) -> ModelEntry:
 # Arguments every family takes under its own config key, never through MODEL.ARGS.
 GENERIC_ARGS = {"num_classes": "DATA.NUM_CLASSES (the dataset's classes)", "img_size": "DATA.IMG_SIZE",
                 "drop_path_rate": "MODEL.DROP_PATH_RATE", "pretrained": "MODEL.PRETRAINED",
-                "in_chans": "the dataset (RGB images)"}
+                "in_chans": "DATA.IN_CHANS"}
 
 
 def model_arguments(name: str) -> dict[str, inspect.Parameter]:
