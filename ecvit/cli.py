@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from ecvit import __version__
 from ecvit.config import Config, config_from_dict, get_key, load_config
-from ecvit.errors import TrainingError, UsageError
+from ecvit.errors import TrainingError, UsageError, printable
 
 TRAIN, VALIDATE = "train", "validate"
 
@@ -145,6 +145,8 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          "(cifar10/cifar100)", None),
     Flag("--skip-bad-images", "DATA.SKIP_BAD_IMAGES", "skip (and count) unreadable images "
          "instead of stopping", None),
+    Flag("--exif-transpose", "DATA.EXIF_TRANSPOSE", "turn image files upright by their EXIF "
+         "orientation tag, as image viewers do", None),
     Flag("--workers", "DATA.WORKERS", "data-loading worker processes", int, metavar="N"),
     # optimisation
     Flag("--batch-size", "TRAIN.BATCH_SIZE", "images per step and process", int, metavar="N", eval_key="TEST.BATCH_SIZE"),
@@ -333,7 +335,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ecvit.predict import format_predictions, predict
 
     results = predict(args.checkpoint, args.images, topk=args.topk, use_ema=args.use_ema)
-    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    print(json.dumps(results, indent=2) if args.json else printable(format_predictions(results)))
     return 0
 
 
@@ -527,7 +529,7 @@ def run_command(func: Callable[[], int]) -> int:
 
 def _print_error(exc: BaseException) -> None:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    print(f"error: {text or type(exc).__name__}", file=sys.stderr)
+    print(printable(f"error: {text or type(exc).__name__}"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

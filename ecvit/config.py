@@ -58,6 +58,7 @@ class DataConfig:
     download: bool = False
     workers: int = 0
     skip_bad_images: bool = False
+    exif_transpose: bool = True  # turn image files upright by their EXIF orientation tag
     mean: list[float] = field(default_factory=list)  # empty: the dataset's, else the model's
     std: list[float] = field(default_factory=list)
     interpolation: str = ""  # empty: the model's pretrained_cfg

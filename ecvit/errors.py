@@ -5,6 +5,17 @@ a traceback; anything else is a bug and keeps its traceback.
 """
 
 
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) shown as U+FFFD.
+
+    Folder names that are not valid UTF-8 come back from the OS as lone surrogates: stored
+    as they are (so names still match the files), shown with replacement characters (so a
+    strict-encoding terminal or matplotlib can print them).
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") \
+        if any("\udc80" <= c <= "\udcff" for c in text) else text
+
+
 class UsageError(Exception):
     """Bad flag, config key, file or data: a user mistake, reported in one line."""
 

@@ -395,3 +395,119 @@ def test_benchmark_json_into_a_directory_is_one_line(tmp_path, capsys):
     assert code == 2 and "is a directory" in _one_line_error(err)
     code, _, err = run_entry(main, ["benchmark", "--model", PROBE, "--batch-size", str(2**63)], capsys)
     assert code == 2 and "--batch-size must be at most" in _one_line_error(err)
+
+
+# ------------------------------------------------------------------------- odd data
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of hanging) when the test body runs past 60 s."""
+    import signal
+
+    def expired(*_):
+        raise TimeoutError("the test ran past its 60 s deadline: a hang")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _folder_dataset(root: Path, classes=("a", "b"), per_class: int = 3) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (12, 12), (40 * c + 10 * i, 80, 120)).save(folder / f"{i}.png")
+    return root
+
+
+def test_symlink_loops_list_each_real_file_once(tmp_path, deadline):
+    from ecvit.data.layouts import scan_folder
+
+    root = _folder_dataset(tmp_path / "data")
+    cat = root / "train" / "a"
+    (cat / "loop").symlink_to(cat, target_is_directory=True)  # a loop onto itself
+    (cat / "up").symlink_to(root / "train", target_is_directory=True)  # a second loop, upwards
+    (cat / "again.png").symlink_to(cat / "0.png")  # a second name for one file
+    train, val, classes = scan_folder(root)
+    assert classes == ["a", "b"]
+    assert sorted(os.path.basename(p) for p, label in train if label == 0) == ["0.png", "1.png", "2.png"]
+    assert len(train) == 6 and len(val) == 6
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_fifo_in_a_class_folder_never_hangs(tmp_path, capsys, deadline, skip):
+    root = _folder_dataset(tmp_path / "data")
+    fifo = root / "train" / "a" / "pipe.png"
+    os.mkfifo(fifo)
+    argv = ["train", "--dataset", "folder", "--data-path", str(root), "--model", PROBE,
+            "--img-size", "32", "--batch-size", "4", "--epochs", "1", "--device", "cpu",
+            "--output-dir", str(tmp_path / "run")] + (["--skip-bad-images"] if skip else [])
+    code, out, err = run_entry(main, argv, capsys)
+    if skip:
+        assert code == 0, err
+        assert "bad_images 1" in out
+    else:
+        assert code == 2
+        assert f"cannot read image {fifo}: not a regular file (a FIFO)" in _one_line_error(err)
+
+
+@pytest.mark.slow
+def test_undecodable_class_names_are_shown_replaced_and_stored_exactly(tmp_path, capsys, monkeypatch):
+    import io
+    import json
+
+    raw = os.fsdecode(b"caf\xe9")  # latin-1 bytes: not valid UTF-8
+    root = _folder_dataset(tmp_path / "data", classes=(raw, "tea"))
+    out = tmp_path / "run"
+    base = ["--model", PROBE, "--img-size", "32", "--batch-size", "4", "--device", "cpu"]
+    code, _, err = run_entry(main, ["train", "--dataset", "folder", "--data-path", str(root),
+                                    *base, "--epochs", "1", "--output-dir", str(out)], capsys)
+    assert code == 0, err
+    assert read_checkpoint(out / "model_best.pth")["class_names"] == [raw, "tea"]
+    code, _, err = run_entry(main, ["validate", "--checkpoint", str(out / "model_best.pth")], capsys)
+    assert code == 0, err
+    report = json.loads((out / "model_best.validate.json").read_text())
+    assert list(report["per_class"]) == [raw, "tea"]
+    assert (out / "model_best.confusion.png").stat().st_size > 0
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdout", strict)
+    image = next((root / "val" / raw).iterdir())
+    assert main(["predict", "--checkpoint", str(out / "model_best.pth"), str(image)]) == 0
+    strict.flush()
+    assert "caf\ufffd" in strict.buffer.getvalue().decode("utf-8")
+
+
+def test_exif_orientation_is_applied_unless_turned_off(tmp_path, capsys):
+    from PIL import Image
+
+    from ecvit.data.images import load_image
+
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": stored 40x20, shown 20x40
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+    assert load_image(path, exif_transpose=False).size == (40, 20)
+    from ecvit.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["train", "--no-exif-transpose"])
+    assert config_from_args(args, "train").data.exif_transpose is False
+    assert config_from_args(build_parser().parse_args(["train"]), "train").data.exif_transpose
+
+
+def test_exif_setting_reaches_the_folder_dataset(tmp_path):
+    from ecvit.data import build_datasets
+
+    root = _folder_dataset(tmp_path / "data")
+    for flag, expected in (("true", True), ("false", False)):
+        cfg = tiny_cfg(tmp_path / "o", "DATA.DATASET", "folder", "DATA.ROOT", str(root),
+                       "DATA.EXIF_TRANSPOSE", flag)
+        assert build_datasets(cfg).train.exif_transpose is expected

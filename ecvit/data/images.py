@@ -9,11 +9,12 @@ run can stop with a clear message or skip the file, never crash with a raw trace
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ecvit.errors import DataError
 
@@ -38,8 +39,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` fully and return it as an 8-bit RGB image.
+def load_image(path: str | os.PathLike, exif_transpose: bool = True) -> Image.Image:
+    """Decode ``path`` fully and return it as an 8-bit RGB image, upright.
+
+    ``exif_transpose`` applies the EXIF orientation tag (how a camera says it was held),
+    as image viewers do; DATA.EXIF_TRANSPOSE false keeps the stored pixel order.
 
     Raises :class:`DataError` ("cannot read image PATH: REASON") for a missing, truncated,
     corrupt or unsupported file, and for a decompression bomb: any image larger than PIL's
@@ -47,11 +51,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     to twice that size, because a few hundred bytes could otherwise claim ~1 GB of memory.
     """
     path = Path(path)
+    _check_regular(path)
     try:
         with open(path, "rb") as handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(handle, formats=IMAGE_FORMATS)
             img.load()  # decode now, while the file is open; truncation surfaces here
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img)
     except FileNotFoundError:
         raise DataError(f"cannot read image {path}: no such file") from None
     except IsADirectoryError:
@@ -69,6 +76,19 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except Exception as exc:  # a mode we cannot map to RGB
         reason = f"cannot convert mode {img.mode} ({_reason(exc)})"
         raise DataError(f"cannot read image {path}: {reason}") from None
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse a FIFO, socket or device before ``open``: opening a FIFO blocks forever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return  # open() reports it
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(f"cannot read image {path}: not a regular file ({kind})")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -22,12 +22,43 @@ PETS_LAYOUT = "images/<name>.jpg, annotations/trainval.txt, annotations/test.txt
 
 
 def _images_under(folder: Path) -> list[str]:
-    """All image files below ``folder`` (recursive, hidden entries skipped), sorted."""
+    """All image files below ``folder`` (recursive, hidden entries skipped), sorted.
+
+    Symlinks are followed, but each real folder is entered once and never one above
+    ``folder`` (a link back up the tree is a loop, not more data), and each real file is listed once, however many links lead
+    to it. Non-regular files named like images (a FIFO, a socket) are kept: reading one is
+    refused by :func:`~ecvit.data.images.load_image` (or skipped and counted with
+    DATA.SKIP_BAD_IMAGES), so it can never block the scan or a worker.
+    """
     found = []
+    real = Path(os.path.realpath(folder))
+    seen_dirs = {i for i in map(_identity, map(str, real.parents)) if i is not None}
+    seen_files: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
+        here = _identity(dirpath)
+        if here is None or here in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(here)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and _identity(os.path.join(dirpath, d)) not in seen_dirs)
+        for name in sorted(f for f in filenames if is_image_file(f)):
+            path = os.path.join(dirpath, name)
+            ident = _identity(path)
+            if ident is None or ident not in seen_files:
+                found.append(path)  # a dangling link stays: reading it names the file
+                if ident is not None:
+                    seen_files.add(ident)
     return found
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` points to; None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _class_dirs(split_dir: Path) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 
 from ecvit.checkpoint import storage_message
 from ecvit.config import Config, save_config
-from ecvit.errors import StorageError, UsageError
+from ecvit.errors import StorageError, UsageError, printable
 
 # Columns every epoch record has, in the order summary.csv shows them.
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "best_top1", "lr",
@@ -202,6 +202,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
 def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) -> None:
     """Row-normalised confusion matrix (true class down, predicted class across)."""
+    class_names = [printable(name) for name in class_names]
     counts = confusion.double()
     rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
     n = len(class_names)
