@@ -511,3 +511,45 @@ def test_exif_setting_reaches_the_folder_dataset(tmp_path):
         cfg = tiny_cfg(tmp_path / "o", "DATA.DATASET", "folder", "DATA.ROOT", str(root),
                        "DATA.EXIF_TRANSPOSE", flag)
         assert build_datasets(cfg).train.exif_transpose is expected
+
+
+# ------------------------------------------------------------------------- numerics
+
+
+def test_a_diverged_epoch_never_becomes_a_checkpoint_or_the_best(tmp_path):
+    import json
+
+    from ecvit.engine import train
+    from ecvit.errors import TrainingError
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, "TRAIN.EPOCHS", "3", "TRAIN.LR", "1e8", "TRAIN.WARMUP_EPOCHS", "0",
+                   "DATA.TRAIN_SIZE", "16", "TRAIN.OPTIMIZER", "sgd", "TRAIN.WEIGHT_DECAY", "0",
+                   model=PROBE)
+    with pytest.raises(TrainingError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert "epoch 2/3 diverged (validation loss nan" in message
+    assert f"the last good checkpoint is {out / 'checkpoint.pth'} (epoch 1)" in message
+    for name in ("checkpoint.pth", "model_best.pth"):
+        ckpt = read_checkpoint(out / name)
+        assert ckpt["epoch"] == 1
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
+
+
+def test_nan_logits_are_never_counted_correct():
+    from ecvit.engine.distributed import DistInfo
+    from ecvit.engine.evaluate import evaluate
+
+    class NaNNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 4), float("nan"))
+
+    loader = [(torch.zeros(8, 3, 4, 4), torch.arange(8) % 4, 0)]
+    import contextlib
+
+    result = evaluate(NaNNet(), loader, 4, DistInfo(0, 1, 0, torch.device("cpu")),
+                      contextlib.nullcontext)
+    assert result.top1 == 0.0 and result.top5 == 0.0
+    assert result.confusion.diag().sum() == 0 and result.confusion.sum() == 8

@@ -62,10 +62,14 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         topk = logits.topk(k, dim=1).indices
-        correct1 += (topk[:, 0] == labels).sum()
-        correct5 += (topk == labels[:, None]).any(dim=1).sum()
+        # A row with inf/NaN logits predicts nothing: it counts as wrong (topk would pick an
+        # arbitrary index, often the true one), and in the confusion matrix as another class.
+        finite = torch.isfinite(logits).all(dim=1)
+        predicted = torch.where(finite, topk[:, 0], (labels + 1) % num_classes)
+        correct1 += ((topk[:, 0] == labels) & finite).sum()
+        correct5 += ((topk == labels[:, None]).any(dim=1) & finite).sum()
         count += labels.numel()
-        confusion += torch.bincount(labels * num_classes + topk[:, 0], minlength=num_classes**2)
+        confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
     ints = all_reduce_sum(torch.stack([correct1, correct5, count, bad]), info).cpu()
     loss_sum = all_reduce_sum(loss_sum, info).item()
     confusion = all_reduce_sum(confusion, info).cpu().view(num_classes, num_classes)

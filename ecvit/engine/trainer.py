@@ -11,6 +11,7 @@ function of ``(seed, epoch)``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,7 @@ class _Run:
                                self.autocast, self.cfg.train.channels_last)
             row.update(ema_val_loss=ema_val.loss, ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5)
             score = ema_val.top1
+        self._check_finite(epoch, row)
         is_best = score > self.best_top1 or not self.history
         self.best_top1 = max(self.best_top1, score)
         row["best_top1"] = self.best_top1
@@ -324,14 +326,32 @@ class _Run:
             raise TrainingError(self._non_finite_message(value.item(), epoch, step, n))
         return value.item()
 
+    def _check_finite(self, epoch: int, row: dict[str, Any]) -> None:
+        """A diverged epoch (non-finite validation loss or weights) never becomes a checkpoint
+        or the best: training stops naming the real last good checkpoint.
+
+        Every rank holds the same (all-reduced) loss and the same weights, so all decide alike.
+        """
+        losses = [row["val_loss"]] + ([row["ema_val_loss"]] if "ema_val_loss" in row else [])
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        bad = sum(not torch.isfinite(t).all() for m in modules for t in m.state_dict().values()
+                  if t.is_floating_point())
+        if all(math.isfinite(v) for v in losses) and not bad:
+            return
+        what = (f"validation loss {row['val_loss']}" + (f", {bad} weight tensors non-finite" if bad else ""))
+        where = f"epoch {epoch + 1}/{self.cfg.train.epochs} diverged ({what}); it was not saved"
+        raise TrainingError(f"{where}; training stopped, {self._kept()}. Try a lower TRAIN.LR "
+                            "or TRAIN.CLIP_GRAD.")
+
+    def _kept(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint was written yet"
+        path, done = self.last_checkpoint
+        return f"the last good checkpoint is {path} (epoch {done}), left intact"
+
     def _non_finite_message(self, value: float, epoch: int, step: int, n: int) -> str:
         where = f"non-finite loss ({value}) at epoch {epoch + 1}/{self.cfg.train.epochs}, step {step + 1}/{n}"
-        if self.last_checkpoint is None:
-            kept = "no checkpoint was written yet"
-        else:
-            path, done = self.last_checkpoint
-            kept = f"the last good checkpoint is {path} (epoch {done}), left intact"
-        return f"{where}; training stopped, {kept}. Try a lower TRAIN.LR or TRAIN.CLIP_GRAD."
+        return f"{where}; training stopped, {self._kept()}. Try a lower TRAIN.LR or TRAIN.CLIP_GRAD."
 
     def _update(self, updates: int) -> int:
         """Optimizer step, then the per-update LR schedule and EMA; returns the update count."""
