@@ -511,8 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(func: Callable[[], int]) -> int:
     """Run a front end's work, mapping errors to one line on stderr and an exit code.
 
-    UsageError (incl. CheckpointError, DataError): exit 2; TrainingError: exit 1;
-    Ctrl-C: exit 130. Anything else is a bug and keeps its traceback.
+    UsageError (incl. CheckpointError, DataError): exit 2; TrainingError: exit 1 (a
+    preemption signal: 128 + its number, after a resumable checkpoint); Ctrl-C: exit 130. Anything else is a bug and keeps its traceback.
     """
     try:
         return func()
@@ -521,7 +521,7 @@ def run_command(func: Callable[[], int]) -> int:
         return 2
     except TrainingError as exc:
         _print_error(exc)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

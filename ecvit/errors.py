@@ -38,3 +38,15 @@ class StorageError(TrainingError):
     The message names the file and what was kept, e.g. ``could not write out/checkpoint.pth:
     disk full, previous checkpoint kept``.
     """
+
+
+class Preempted(TrainingError):
+    """A preemption signal (SIGTERM, SIGUSR1) stopped the run after a resumable checkpoint.
+
+    ``exit_code`` is 128 + the signal number (143 for SIGTERM), what a shell reports for a
+    process ended by that signal, so schedulers see the job as preempted, not failed.
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -553,3 +553,135 @@ def test_nan_logits_are_never_counted_correct():
                       contextlib.nullcontext)
     assert result.top1 == 0.0 and result.top5 == 0.0
     assert result.confusion.diag().sum() == 0 and result.confusion.sum() == 8
+
+
+# ------------------------------------------------------------ preemption, mid-epoch
+
+
+# Every RNG consumer of the resume tests on; 8 batches per epoch, 4 updates (ACCUM_STEPS 2).
+MID = ("TRAIN.EPOCHS", "2", "MODEL.DROP_PATH_RATE", "0.1", "AUG.MIXUP", "0.8", "AUG.CUTMIX", "1.0",
+       "TRAIN.EMA", "true", "TRAIN.EMA_DECAY", "0.9", "TRAIN.CLIP_GRAD", "1.0",
+       "TRAIN.ACCUM_STEPS", "2", "DATA.TRAIN_SIZE", "64", "TRAIN.BATCH_SIZE", "8")
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    from ecvit.engine import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("whole")
+        train(tiny_cfg(out, *MID, model=PROBE))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _same_run(a: Path, b: Path) -> None:
+    import json
+
+    ca, cb = read_checkpoint(a / "checkpoint.pth"), read_checkpoint(b / "checkpoint.pth")
+    for key in ("model", "model_ema"):
+        assert ca[key].keys() == cb[key].keys()
+        assert all(torch.equal(ca[key][k], cb[key][k]) for k in ca[key]), key
+    for i, state in ca["optimizer"]["state"].items():
+        assert all(torch.equal(v, cb["optimizer"]["state"][i][k]) for k, v in state.items())
+    rows = [[{k: v for k, v in r.items() if k != "epoch_time"} for r in
+             json.loads((d / "metrics.json").read_text())] for d in (a, b)]
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "crash_after_save_every_steps"])
+def test_mid_epoch_checkpoints_resume_bit_for_bit(tmp_path, monkeypatch, uninterrupted,
+                                                  one_thread, how):
+    import signal
+
+    from ecvit.engine import train, trainer
+    from ecvit.errors import Preempted
+
+    out = tmp_path / "run"
+    extra = ("TRAIN.SAVE_EVERY_STEPS", "3") if how != "sigterm" else ()
+    real_update = trainer._Run._update
+
+    def interrupted(self, updates):
+        updates = real_update(self, updates)
+        if how == "sigterm" and updates == 6:  # epoch 2, its 2nd of 4 updates (step 4 of 8)
+            os.kill(os.getpid(), signal.SIGTERM)
+        if how != "sigterm" and updates == 7:  # one update past the save at update 6
+            raise RuntimeError("killed")
+        return updates
+
+    monkeypatch.setattr(trainer._Run, "_update", interrupted)
+    with pytest.raises(Preempted if how == "sigterm" else RuntimeError) as info:
+        train(tiny_cfg(out, *MID, *extra, model=PROBE))
+    ckpt = read_checkpoint(out / "checkpoint.pth")
+    assert ckpt["epoch"] == 1 and ckpt["progress"]["step"] == 4 and ckpt["progress"]["updates"] == 6
+    if how == "sigterm":
+        assert info.value.exit_code == 143
+        assert "received SIGTERM: stopped at epoch 2, after step 4/8" in str(info.value)
+        assert "run the same command again to resume" in str(info.value)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler given back
+    monkeypatch.undo()
+    train(tiny_cfg(out, *MID, *extra, model=PROBE))
+    _same_run(uninterrupted, out)
+
+
+def test_a_mid_epoch_checkpoint_refuses_another_batch_size(tmp_path, monkeypatch, one_thread):
+    from ecvit.engine import train, trainer
+
+    out = tmp_path / "run"
+    real_update = trainer._Run._update
+
+    def crash(self, updates):
+        updates = real_update(self, updates)
+        if updates == 2:
+            raise RuntimeError("killed")
+        return updates
+
+    monkeypatch.setattr(trainer._Run, "_update", crash)
+    with pytest.raises(RuntimeError):
+        train(tiny_cfg(out, *MID, "TRAIN.SAVE_EVERY_STEPS", "1", model=PROBE))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="written in the middle of epoch 1 .step 2/8.; this "
+                                              "run has 4 steps per epoch"):
+        train(tiny_cfg(out, *MID, "TRAIN.BATCH_SIZE", "16", model=PROBE))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGUSR1", 138)])
+def test_preemption_signal_to_the_cli_writes_a_checkpoint_and_says_how_to_resume(tmp_path, signame,
+                                                                                 code):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    script = ("import sys; sys.path.insert(0, 'tests'); import _engine_helpers;"
+              "from ecvit.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "train", *SIM[:-4], "--epochs", "500", "--device", "cpu",
+         "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # wait for the first epoch line
+            line = proc.stdout.readline()
+            if line.split()[:2] == ["epoch", "1/500"]:
+                break
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-2000:]
+    line = _one_line_error(err)
+    assert f"received {signame}: stopped at" in line and "run the same command again" in line
+    assert read_checkpoint(out / "checkpoint.pth")["epoch"] >= 1
+    assert not list(out.glob(".*.tmp"))

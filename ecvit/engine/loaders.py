@@ -40,12 +40,15 @@ class TrainLoader:
                                           shuffle=True, seed=cfg.seed, drop_last=False)
         self.generator = torch.Generator()
         workers = cfg.data.workers
-        self.loader = DataLoader(
-            dataset, batch_size=cfg.train.batch_size, sampler=self.sampler, num_workers=workers,
-            collate_fn=collate_batch, drop_last=drop_last, generator=self.generator,
+        self.batch_size = cfg.train.batch_size
+        self.options = dict(
+            batch_size=cfg.train.batch_size, num_workers=workers, collate_fn=collate_batch,
+            drop_last=drop_last, generator=self.generator,
             worker_init_fn=_seed_worker if workers else None,
             pin_memory=info.device.type == "cuda", persistent_workers=False,
         )
+        self.dataset = dataset
+        self.loader = DataLoader(dataset, sampler=self.sampler, **self.options)
         if len(self.loader) == 0:
             raise UsageError(f"the training set has {len(dataset)} images per process, fewer than one "
                              f"batch of TRAIN.BATCH_SIZE {cfg.train.batch_size}")
@@ -53,11 +56,18 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> Iterator:
-        """Batches of ``epoch`` (0-based)."""
+    def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator:
+        """Batches of ``epoch`` (0-based), from batch ``skip_batches`` on.
+
+        Skipped batches are never loaded (no image read, no RNG drawn), so a run resumed from
+        a mid-epoch checkpoint sees exactly the batches the uninterrupted run saw next.
+        """
         self.sampler.set_epoch(epoch)
         self.generator.manual_seed(self.seed + 1_000_003 * self.rank + epoch)
-        return iterate(self.loader)
+        if not skip_batches:
+            return iterate(self.loader)
+        rest = list(self.sampler)[skip_batches * self.batch_size:]
+        return iterate(DataLoader(self.dataset, sampler=rest, **self.options))
 
 
 def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:

@@ -47,6 +47,7 @@ class ResumePlan:
     mode: str = "fresh"
     path: str = ""
     epoch: int = 0
+    step: int = 0  # > 0: a mid-epoch checkpoint, continuing epoch ``epoch + 1`` at this step
     changes: tuple[tuple[str, Any, Any], ...] = ()  # (key, checkpoint value, new value)
     state: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
@@ -74,7 +75,8 @@ class RunPlan:
         args = ", ".join(f"{k}={v}" for k, v in c.model.args.items()) or "the variant's own"
         r = self.resume
         state = {"fresh": "fresh start",
-                 "resume": f"resume from {r.path} at epoch {r.epoch}/{c.train.epochs}",
+                 "resume": f"resume from {r.path} at epoch {r.epoch}/{c.train.epochs}"
+                           + (f", step {r.step} of epoch {r.epoch + 1}" if r.step else ""),
                  "finished": f"finished ({r.path} is at epoch {r.epoch}/{c.train.epochs})"}[r.mode]
         lines = [
             f"model {c.model.name}: {human(self.num_params)} parameters, "
@@ -288,7 +290,8 @@ def _resume_plan(cfg: Config, num_classes: int) -> ResumePlan:
     changes = tuple((key, get_key(saved, key), get_key(cfg, key)) for key in RESUMABLE_CHANGES
                     if saved is not None and get_key(saved, key) != get_key(cfg, key))
     mode = "finished" if epoch >= t.epochs else "resume"
-    return ResumePlan(mode=mode, path=str(path), epoch=epoch, changes=changes, state=ckpt)
+    step = int((ckpt.get("progress") or {}).get("step", 0))
+    return ResumePlan(mode=mode, path=str(path), epoch=epoch, step=step, changes=changes, state=ckpt)
 
 
 def _plain(value: Any) -> Any:

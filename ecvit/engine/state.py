@@ -122,6 +122,13 @@ def check_training_state(ckpt: dict[str, Any], source: str) -> None:
     for key in ("scaler", "model_ema", "progress"):
         if ckpt.get(key) is not None and not isinstance(ckpt[key], dict):
             raise bad(key, "a mapping")
+    progress = ckpt.get("progress")
+    if progress is not None and not (
+            all(is_int(progress.get(k)) and progress[k] >= 0 for k in ("step", "steps", "updates", "seen", "bad"))
+            and progress.get("epoch") == ckpt["epoch"] and 0 < progress["step"] < progress["steps"]
+            and isinstance(progress.get("loss_sum"), float)):
+        raise bad("progress", "where a mid-epoch checkpoint stopped (epoch, step < steps, "
+                  "updates, loss_sum, seen, bad)")
     ranks = ckpt.get("rng_ranks") or [ckpt.get("rng")]
     if not isinstance(ranks, list) or not all(_rng_state_ok(r) for r in ranks):
         raise bad("rng" if "rng_ranks" not in ckpt else "rng_ranks",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,12 @@ from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
-from ecvit.errors import CheckpointError, DataError, TrainingError, UsageError
+from ecvit.errors import CheckpointError, DataError, Preempted, TrainingError, UsageError
 from ecvit.models import set_cpu_autocast_training
+
+
+# What clusters send before preempting a job (SLURM: SIGUSR1 with --signal, then SIGTERM).
+PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 def train(plan: RunPlan | Config) -> dict[str, Any]:
@@ -121,6 +127,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.last_checkpoint: tuple[Path, int] | None = None
+        self.progress: dict[str, Any] | None = None  # where a mid-epoch checkpoint stopped
         for line in plan.describe():
             self.log(line)
         self._resume()
@@ -171,10 +178,18 @@ class _Run:
             self.resumes.append({"epoch": self.start_epoch,
                                  "changes": {k: [old, new] for k, old, new in r.changes}})
         self.last_checkpoint = (path, self.start_epoch)
+        self.progress = ckpt.get("progress")
+        if self.progress and self.progress["steps"] != len(self.train_loader):
+            raise CheckpointError(
+                f"{path} was written in the middle of epoch {self.start_epoch + 1} (step "
+                f"{self.progress['step']}/{self.progress['steps']}); this run has "
+                f"{len(self.train_loader)} steps per epoch (another TRAIN.BATCH_SIZE or process "
+                "count): resume it with the settings it was written with")
         # The schedule is a function of the update count and the *current* config (so a run
         # resumed with more TRAIN.EPOCHS follows the longer cosine); the saved scheduler
         # state is kept in the checkpoint for reference only.
-        self.scheduler.step_update(self.start_epoch * self.updates_per_epoch)
+        self.scheduler.step_update(int((self.progress or {}).get("updates",
+                                                                 self.start_epoch * self.updates_per_epoch)))
         ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
         if self.info.rank < len(ranks):
             set_rng_state(ranks[self.info.rank], str(path))
@@ -186,8 +201,11 @@ class _Run:
     def fit(self) -> dict[str, Any]:
         epochs = self.cfg.train.epochs
         try:
-            for epoch in range(self.start_epoch, epochs):
-                self._epoch(epoch)
+            with self._preemption_signals():
+                for epoch in range(self.start_epoch, epochs):
+                    self._epoch(epoch)
+                    if self._stop_requested():
+                        raise self._preempted(epoch + 1, 0)
         finally:
             self.outputs.close()
         self._summary()
@@ -243,20 +261,28 @@ class _Run:
                  f"train.log, tb/")
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
-        """One pass over the training shard; returns (mean loss over all ranks, bad images)."""
+        """One pass over the training shard; returns (mean loss over all ranks, bad images).
+
+        A mid-epoch checkpoint (TRAIN.SAVE_EVERY_STEPS, or a preemption signal) is written
+        between optimizer updates; resuming from one continues at the next batch with the
+        epoch's running sums, so the epoch ends exactly as if never stopped.
+        """
         cfg, info = self.cfg, self.info
         accum = cfg.train.accum_steps
         n = len(self.train_loader)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        seen = bad = 0
+        progress, self.progress = (self.progress or {}), None
+        first = int(progress.get("step", 0)) if progress.get("epoch") == epoch else 0
+        loss_sum = torch.tensor(float(progress.get("loss_sum", 0.0)) if first else 0.0, dtype=torch.float64)
+        seen, bad = (int(progress.get("seen", 0)), int(progress.get("bad", 0))) if first else (0, 0)
         pending = False  # gradients accumulated since the last optimizer step
-        updates = epoch * self.updates_per_epoch
+        updates = int(progress["updates"]) if first else epoch * self.updates_per_epoch
         tick = time.perf_counter()
-        bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+        bar = tqdm(total=n, initial=first, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    dynamic_ncols=True, disable=None if info.is_main else True)
-        for step, (images, labels, num_bad) in enumerate(self.train_loader.epoch(epoch)):
+        batches = self.train_loader.epoch(epoch, skip_batches=first)
+        for step, (images, labels, num_bad) in enumerate(batches, start=first):
             bad += int(num_bad)
             if self.mixup is not None and labels.numel() % 2:
                 images, labels = images[:-1], labels[:-1]  # Mixup pairs samples: keep it even
@@ -266,6 +292,8 @@ class _Run:
                     updates = self._update(updates)
                     pending = False
                 bar.update()
+                if is_update and step + 1 < n:
+                    self._between_updates(epoch, step + 1, n, updates, loss_sum, seen, bad)
                 continue
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
@@ -294,6 +322,8 @@ class _Run:
                             lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{seen * info.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
             bar.update()
+            if is_update and step + 1 < n:
+                self._between_updates(epoch, step + 1, n, updates, loss_sum, seen, bad)
         bar.close()
         totals = D.all_reduce_sum(torch.tensor([loss_sum.item(), float(seen), float(bad)],
                                                dtype=torch.float64, device=self.device), info).cpu()
@@ -301,6 +331,58 @@ class _Run:
             raise DataError(f"epoch {epoch + 1}: no readable training image in the whole epoch "
                             f"({int(totals[2])} skipped)")
         return float(totals[0] / totals[1]), int(totals[2])
+
+    # -------------------------------------------------------------- preemption, mid-epoch
+
+    @contextlib.contextmanager
+    def _preemption_signals(self):
+        """SIGTERM and SIGUSR1 (what clusters and SLURM send before preempting) only set a
+        flag: the current step finishes, a resumable checkpoint is written, the run stops."""
+        self.signal_received = 0
+        names = [n for n in PREEMPTION_SIGNALS if hasattr(signal, n)]
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def note(signum: int, frame: Any) -> None:
+            self.signal_received = signum
+
+        previous = {n: signal.signal(getattr(signal, n), note) for n in names}
+        try:
+            yield
+        finally:
+            for n, handler in previous.items():
+                signal.signal(getattr(signal, n), handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank received a preemption signal (all ranks agree)."""
+        flag = float(bool(getattr(self, "signal_received", 0)))
+        if self.info.distributed:
+            total = D.all_reduce_sum(torch.tensor([flag], device=self.device), self.info)
+            flag = float(total.item())
+        return flag > 0
+
+    def _between_updates(self, epoch: int, steps: int, n: int, updates: int,
+                         loss_sum: torch.Tensor, seen: int, bad: int) -> None:
+        """After an optimizer update inside the epoch: save every SAVE_EVERY_STEPS updates,
+        and on a preemption signal save, then stop."""
+        stop = self._stop_requested()
+        every = self.cfg.train.save_every_steps
+        if stop or (every and updates % every == 0):
+            progress = {"epoch": epoch, "step": steps, "steps": n, "updates": updates,
+                        "loss_sum": float(loss_sum.item()), "seen": seen, "bad": bad}
+            self._save(epoch, is_best=False, progress=progress)
+        if stop:
+            raise self._preempted(epoch, steps)
+
+    def _preempted(self, epoch: int, steps: int) -> Preempted:
+        signum = getattr(self, "signal_received", 0) or signal.SIGTERM
+        name = signal.Signals(signum).name
+        where = f"epoch {epoch + 1}, after step {steps}/{len(self.train_loader)}" if steps else \
+            f"the end of epoch {epoch}"
+        return Preempted(f"received {name}: stopped at {where} and wrote the resumable checkpoint "
+                         f"{self.out / 'checkpoint.pth'}; run the same command again to resume "
+                         "from there", exit_code=128 + int(signum))
 
     def _skip_empty(self, batch: int) -> bool:
         """A batch emptied by skipped images is skipped, by every rank together."""
@@ -378,8 +460,12 @@ class _Run:
 
     # ------------------------------------------------------------------------- saving
 
-    def _save(self, epoch: int, is_best: bool) -> None:
-        """All ranks contribute their RNG state; rank 0 writes model_best, then checkpoint."""
+    def _save(self, epoch: int, is_best: bool, progress: dict[str, Any] | None = None) -> None:
+        """All ranks contribute their RNG state; rank 0 writes model_best, then checkpoint.
+
+        ``progress`` (a mid-epoch checkpoint) says how far into epoch ``epoch`` (0-based
+        then, completed epochs otherwise) the run got: step, update count, running sums.
+        """
         rngs = [rng_state()]
         if self.info.distributed:
             gathered: list[Any] = [None] * self.info.world_size
@@ -388,6 +474,8 @@ class _Run:
         if not self.info.is_main:
             return
         ckpt = self._checkpoint(epoch, rngs)
+        if progress is not None:
+            ckpt["progress"] = progress
         # Best first: a kill between the two writes replays this epoch, and rewrites the best.
         if is_best:
             save_atomic(ckpt, self.out / "model_best.pth")
