@@ -6,13 +6,15 @@ distributed tests, independent of the CLI front end).
 
 MODE: ``train``; ``validate`` (OUTPUT_DIR/checkpoint.pth, report in OUTPUT_DIR/val_w{N});
 ``train_validate`` (both). With ``FAIL_RANK=r FAIL_EPOCH=e`` in the environment, rank r
-raises at the start of epoch e. Errors print like the front ends: ``error: ...``, exit 2
+raises at the start of epoch e
+(``FAIL_MODE=kill``: kills itself with SIGKILL instead). Errors print like the front ends: ``error: ...``, exit 2
 for a UsageError and 1 for a TrainingError.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -30,6 +32,8 @@ def _inject_failure(rank: int, epoch: int) -> None:
 
     def failing(self, index: int):
         if self.info.rank == rank and index + 1 == epoch:
+            if os.environ.get("FAIL_MODE") == "kill":  # as kill -9 would
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError(f"injected failure on rank {rank} in epoch {epoch}")
         return original(self, index)
 

@@ -103,3 +103,18 @@ def test_shards_cover_every_sample_once():
                       for r in range(world)]
             flat = sorted(i for shard in shards for i in shard)
             assert flat == list(range(n))
+
+
+@pytest.mark.slow
+def test_a_killed_rank_leaves_the_survivor_one_line_naming_it(tmp_path):
+    out = tmp_path / "run"
+    proc = torchrun("train", out, *SMALL, "TRAIN.EPOCHS", "3",
+                    env={"FAIL_RANK": "1", "FAIL_EPOCH": "2", "FAIL_MODE": "kill"}, timeout=200)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: rank 0: rank 1 of this 2-process job failed or was killed, so "
+                      f"training stopped; the checkpoints in {out} are whole (the last completed "
+                      "one resumes the run)"], proc.stderr[-3000:]
+    assert "gloo" not in proc.stderr and "Connection closed" not in proc.stderr
+    assert read_checkpoint(out / "checkpoint.pth")["epoch"] == 1
+    assert not list(out.glob(".*.tmp"))

@@ -99,11 +99,32 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# How gloo and NCCL report a peer that went away in the middle of a collective.
+PEER_FAILURE_MARKERS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                        "Timed out waiting", "NCCL communicator was aborted", "remote process exited")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """A collective that failed because another rank died (not a bug in this one)."""
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(m in text for m in PEER_FAILURE_MARKERS)
+
+
+def peer_failure_message(info: DistInfo, output_dir: object) -> str:
+    """The survivor's one line: which rank failed (in a 2-process job, the other one), and
+    that the checkpoints are whole (rank 0 writes them atomically, between collectives)."""
+    others = [r for r in range(info.world_size) if r != info.rank]
+    who = f"rank {others[0]}" if len(others) == 1 else f"another rank (one of {others})"
+    return (f"rank {info.rank}: {who} of this {info.world_size}-process job failed or was killed, "
+            f"so training stopped; the checkpoints in {output_dir} are whole (the last completed "
+            "one resumes the run)")
+
+
 def shard_indices(n: int, info: DistInfo) -> list[int]:
     """Rank r evaluates samples r, r+W, r+2W, ...: every sample exactly once, no padding."""
     return list(range(info.rank, n, info.world_size))
 
 
-__all__ = ["DistInfo", "setup", "all_reduce_sum", "all_reduce_min", "barrier",
+__all__ = ["DistInfo", "setup", "is_peer_failure", "peer_failure_message", "all_reduce_sum", "all_reduce_min", "barrier",
            "broadcast_buffers",
            "shard_indices", "launched_by_torchrun", "PROCESS_GROUP_TIMEOUT_S"]

@@ -59,7 +59,12 @@ def train(plan: RunPlan | Config) -> dict[str, Any]:
         return _finished(plan, info)
     lock = RunLock(plan.cfg.output_dir) if info.is_main else contextlib.nullcontext()
     with lock:
-        return _Run(plan, info).fit()
+        try:
+            return _Run(plan, info).fit()
+        except RuntimeError as exc:
+            if info.distributed and D.is_peer_failure(exc):
+                raise TrainingError(D.peer_failure_message(info, plan.cfg.output_dir)) from None
+            raise
 
 
 def _finished(plan: RunPlan, info: D.DistInfo) -> dict[str, Any]:
