@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import Config, config_from_dict, get_key, load_config
+from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, Config, config_from_dict, get_key,
+                          load_config)
 from ecvit.errors import TrainingError, UsageError, printable
 
 TRAIN, VALIDATE = "train", "validate"
+MAX_STEPS = 100_000  # benchmark --iters/--warmup
 
 
 # ------------------------------------------------------------------------ value parsers
@@ -39,6 +41,19 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _at_most(parse: Callable[[str], int], high: int) -> Callable[[str], int]:
+    """``parse`` with an upper bound: a count of 2**63 steps would run forever, not fail."""
+
+    def bounded(text: str) -> int:
+        value = parse(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high}, got {text!r}")
+        return value
+
+    bounded.__name__ = parse.__name__
+    return bounded
 
 
 def _non_negative_int(text: str) -> int:
@@ -474,9 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "the papers' 'FLOPs') at the input size, default input size, paper.")
     p.add_argument("--pattern", default=None, metavar="GLOB",
                    help="shell wildcard on the name, e.g. 'cvt*' (default: all)")
-    p.add_argument("--img-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--img-size", type=_at_most(_positive_int, MAX_IMG_SIZE), default=None, metavar="N",
                    help="count at this input size (default: each model's own)")
-    p.add_argument("--num-classes", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--num-classes", type=_at_most(_positive_int, MAX_CLASSES), default=None, metavar="N",
                    help="classifier outputs (default: each model's own, 1000 unless its "
                         "config says otherwise)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -487,9 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure images/s, latency and peak memory of a model on "
                        "random inputs.")
     p.add_argument("--model", default="ecvit_tiny", metavar="NAME", help="registered model")
-    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+    p.add_argument("--batch-size", type=_at_most(_positive_int, MAX_BATCH), default=32, metavar="N",
                    help="images per step")
-    p.add_argument("--img-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--img-size", type=_at_most(_positive_int, MAX_IMG_SIZE), default=None, metavar="N",
                    help="input size (default: the model's own)")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
                    help="mixed precision")
@@ -498,9 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time training steps (forward + backward + optimizer) instead of "
                         "inference")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    p.add_argument("--warmup", type=_non_negative_int, default=3, metavar="N",
+    p.add_argument("--warmup", type=_at_most(_non_negative_int, MAX_STEPS), default=3, metavar="N",
                    help="untimed steps before timing")
-    p.add_argument("--iters", type=_positive_int, default=10, metavar="N", help="timed steps")
+    p.add_argument("--iters", type=_at_most(_positive_int, MAX_STEPS), default=10, metavar="N",
+                   help="timed steps")
     p.add_argument("--json", metavar="FILE", default=None, help="also write results as JSON")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None,
                    help="device (default: cuda when available, else cpu)")
