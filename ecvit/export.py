@@ -24,7 +24,7 @@ from torch import nn
 
 from ecvit.checkpoint import write_atomic
 from ecvit.engine.outputs import check_output_dir
-from ecvit.errors import UsageError
+from ecvit.errors import CheckpointError, UsageError
 
 FORMATS = ("onnx", "safetensors", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
@@ -42,6 +42,8 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
     out = Path(out) if out else checkpoint.with_suffix(SUFFIXES[fmt])
     if out.resolve() == checkpoint.resolve():
         raise UsageError(f"--out {out} would overwrite the checkpoint being exported")
