@@ -23,10 +23,14 @@ import yaml
 from ecvit.errors import UsageError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
-OPTIMIZER_CHOICES = ("adamw", "sgd")
-SCHED_CHOICES = ("cosine", "constant")
+OPTIMIZER_CHOICES = ("adamw", "sgd", "adam", "momentum")
+SCHED_CHOICES = ("cosine", "constant", "step", "multistep", "tanh")
 DEVICE_CHOICES = ("", "cpu", "cuda")
-INTERPOLATION_CHOICES = ("", "bilinear", "bicubic", "nearest")
+INTERPOLATION_CHOICES = ("", "bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
+CROP_MODE_CHOICES = ("center", "squash")
+SAMPLER_CHOICES = ("default", "repeated_aug")
+PIPELINE_CHOICES = ("timm", "torchvision", "resize-crop")
+SPLIT_CHOICES = ("official", "random")
 
 
 @dataclass
@@ -39,10 +43,14 @@ class ModelConfig:
     """
 
     name: str = "ecvit_tiny"
-    drop_path_rate: float | None = None  # stochastic depth; None: the variant's own
+    # stochastic depth; None: the variant's own; a list: one maximum per stage (CvT)
+    drop_path_rate: float | list[float] | None = None
     args: dict[str, Any] = field(default_factory=dict)  # constructor arguments of the family
     pretrained: str = ""  # weights to start from (.pth / .safetensors / official CvT)
     finetune: bool = False  # drop a pretrained head whose class count differs
+    # top-level modules (``stage0``, ``norm`` ...) taken from MODEL.PRETRAINED; "*": all
+    pretrained_layers: list[str] = field(default_factory=lambda: ["*"])
+    frozen_layers: list[str] = field(default_factory=list)  # top-level modules not trained
 
 
 @dataclass
@@ -65,6 +73,13 @@ class DataConfig:
     crop_pct: float | None = None  # eval resize = img_size / crop_pct, then center crop; None: the model's
     in_chans: int = 3  # 1: grey datasets (mnist, fashion-mnist) feed one channel; 3: RGB (weights transfer)
     train_fraction: float = 1.0  # <1: a class-stratified subset of the training split (fixed seed)
+    train_split: str = "train"  # ``folder``: the training subfolder of DATA.ROOT
+    val_split: str = "val"  # ``folder``: the validation subfolder of DATA.ROOT
+    split: str = "official"  # ``oxford-pets``: official trainval/test, or random 80/20 of list.txt
+    split_seed: int = 0  # seed of DATA.SPLIT random (fixed, not the run's SEED)
+    crop_mode: str = "center"  # eval: "center" (resize short side, crop) or "squash" (resize to size x size)
+    sampler: str = "default"  # training order: "default" or "repeated_aug" (3 augmented copies, DeiT/CvT)
+    pin_memory: bool = True  # page-locked batches on CUDA
 
 
 @dataclass
@@ -79,7 +94,22 @@ class AugConfig:
     reprob: float = 0.0  # random erasing probability
     hflip: float = 0.5
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # random-resized-crop area
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # random-resized-crop aspect
     color_jitter: float = 0.0
+    # "timm": timm's pipeline (the keys above); "torchvision": random-resized crop, flip and
+    # the three keys below only; "resize-crop": resize to size+32, random crop, flip (fine-tuning)
+    pipeline: str = "timm"
+    jitter: list[float] = field(default_factory=list)  # torchvision: brightness, contrast, saturation, hue, probability
+    grayscale: float = 0.0  # torchvision: probability of a grey image
+    gaussian_blur: float = 0.0  # torchvision: probability of a Gaussian blur (radius 0.1-2)
+    vflip: float = 0.0
+    remode: str = "pixel"  # random erasing fill: "pixel" (noise per pixel), "rand" (per channel), "const"
+    recount: int = 1  # random erasing: boxes per image
+    resplit: bool = False  # random erasing only on the second half of each batch (timm's re_split)
+    interpolation: str = ""  # training resize; empty: DATA.INTERPOLATION
+    cutmix_minmax: list[float] = field(default_factory=list)  # CutMix box area bounds instead of alpha
+    mixup_switch_prob: float = 0.5  # with both on: chance of CutMix instead of Mixup
+    mixup_mode: str = "batch"  # "batch", "pair" or "elem" (timm's Mixup)
 
 
 @dataclass
@@ -110,6 +140,15 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute block activations in backward (less memory)
     save_every_steps: int = 0  # >0: also a resumable checkpoint.pth every N optimizer updates
     layer_decay: float = 0.0  # >0: layer-wise lr decay (timm's --layer-decay), e.g. 0.75
+    sched_on_epochs: bool = False  # the lr changes once per epoch (official CvT) instead of every update
+    sched_args: dict[str, Any] = field(default_factory=dict)  # more of timm's create_scheduler_v2 arguments
+    # parameters without weight decay; None: 1-d parameters and no_weight_decay() (timm);
+    # a list: the official CvT rule, any of "bn", "ln", "gn", "bias", "dw" (depth-wise convs)
+    no_weight_decay: list[str] | None = None
+    amp_fallback: bool = False  # TRAIN.AMP fp16 without CUDA runs in fp32 with a note instead of failing
+    print_freq: int = 0  # >0: a log line every N training steps
+    save_all: bool = False  # also keep model_{epoch}.pth for every epoch
+    detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; names the op that made a NaN)
 
 
 @dataclass
@@ -119,6 +158,27 @@ class TestConfig:
     batch_size: int = 128
     model_file: str = ""
     use_ema: bool | None = None  # None: the EMA weights when the checkpoint has them
+    img_size: int | None = None  # evaluation size; None: DATA.IMG_SIZE
+    valid_labels: str = ""  # file of output indices (one per line): evaluate on those logits only
+
+
+@dataclass
+class CudnnConfig:
+    """cuDNN switches, applied on CUDA devices only; None leaves PyTorch's setting."""
+
+    benchmark: bool | None = None
+    deterministic: bool | None = None
+    enabled: bool | None = None
+
+
+@dataclass
+class OfficialConfig:
+    """Where a config translated from a microsoft/CvT experiment file came from (filled by the
+    translation, :mod:`ecvit.official_cvt`; informative only)."""
+
+    file: str = ""
+    no_effect: list[str] = field(default_factory=list)  # official keys the official code ignores too
+    num_classes: int = 0  # the file's MODEL.NUM_CLASSES (the head follows the dataset)
 
 
 @dataclass
@@ -130,6 +190,8 @@ class Config:
     aug: AugConfig = field(default_factory=AugConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    cudnn: CudnnConfig = field(default_factory=CudnnConfig)
+    official: OfficialConfig = field(default_factory=OfficialConfig)
     output_dir: str = "output"
     seed: int = 0
     device: str = ""  # "" = cuda when available, else cpu
@@ -226,12 +288,23 @@ def load_config(
     :func:`ecvit.engine.plan.resolve` turns it into a plan.
     """
     cfg = copy.deepcopy(base) if base is not None else Config()
+    items = list(overrides)
+    official_overrides: dict[str, Any] = {}
     if path:
-        merge_dict(cfg, read_yaml(path), source=str(path))
+        data = read_yaml(path)
+        from ecvit import official_cvt
+
+        if official_cvt.is_official(data):  # a microsoft/CvT experiment file, as published
+            data, official_overrides, items = official_cvt.translate(data, path, items)
+            cfg.model.args = {}  # the file's MODEL.SPEC is the whole model description
+        merge_dict(cfg, data, source=str(path))
     given = dict(flags or {})
     for key, (option, value) in given.items():
         merge_dict(cfg, nested_from_key(key, value), source=option)
-    items = list(overrides)
+    if official_overrides:
+        if "ARGS" in official_overrides.get("MODEL", {}):
+            cfg.model.args = {}
+        merge_dict(cfg, official_overrides, source="override")
     for key in items[::2]:
         if str(key).startswith("-"):
             raise UsageError(f"flags go before the KEY VALUE overrides; found {key!r} where a "
@@ -349,6 +422,8 @@ def coerce(value: Any, tp: Any, key: str, source: str = "config") -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(args) > 1 and isinstance(value, (list, tuple)):  # float | list[float]: the list member
+            args = [a for a in args if typing.get_origin(a) is list] + [a for a in args if typing.get_origin(a) is not list]
         return coerce(value, args[0], key, source)
     if tp is Any:
         return value
@@ -410,6 +485,13 @@ def check_config(cfg: Config) -> None:
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
     _choice("DEVICE", cfg.device, DEVICE_CHOICES)
     _choice("DATA.INTERPOLATION", cfg.data.interpolation, INTERPOLATION_CHOICES)
+    _choice("AUG.INTERPOLATION", cfg.aug.interpolation, INTERPOLATION_CHOICES)
+    _choice("DATA.CROP_MODE", cfg.data.crop_mode, CROP_MODE_CHOICES)
+    _choice("DATA.SAMPLER", cfg.data.sampler, SAMPLER_CHOICES)
+    _choice("DATA.SPLIT", cfg.data.split, SPLIT_CHOICES)
+    _choice("AUG.PIPELINE", cfg.aug.pipeline, PIPELINE_CHOICES)
+    _choice("AUG.REMODE", cfg.aug.remode, ("pixel", "rand", "const"))
+    _choice("AUG.MIXUP_MODE", cfg.aug.mixup_mode, ("batch", "pair", "elem"))
     for key, value in (
         ("DATA.IMG_SIZE", cfg.data.img_size),
         ("DATA.NUM_CLASSES", cfg.data.num_classes),
@@ -419,6 +501,8 @@ def check_config(cfg: Config) -> None:
         ("TRAIN.BATCH_SIZE", cfg.train.batch_size),
         ("TRAIN.ACCUM_STEPS", cfg.train.accum_steps),
         ("TEST.BATCH_SIZE", cfg.test.batch_size),
+        ("TEST.IMG_SIZE", cfg.test.img_size),
+        ("AUG.RECOUNT", cfg.aug.recount),
     ):
         if value is not None and value <= 0:
             raise UsageError(f"{key} must be positive, got {value}")
@@ -429,6 +513,7 @@ def check_config(cfg: Config) -> None:
         ("TRAIN.CLIP_GRAD", cfg.train.clip_grad),
         ("TRAIN.SAVE_EVERY_STEPS", cfg.train.save_every_steps),
         ("DATA.WORKERS", cfg.data.workers),
+        ("TRAIN.PRINT_FREQ", cfg.train.print_freq),
     ):
         if value < 0:
             raise UsageError(f"{key} must not be negative, got {value}")
@@ -439,11 +524,27 @@ def check_config(cfg: Config) -> None:
         ("AUG.REPROB", cfg.aug.reprob),
         ("AUG.HFLIP", cfg.aug.hflip),
         ("AUG.LABEL_SMOOTHING", cfg.aug.label_smoothing),
-        ("MODEL.DROP_PATH_RATE", cfg.model.drop_path_rate),
         ("TRAIN.LAYER_DECAY", cfg.train.layer_decay),
+        ("AUG.VFLIP", cfg.aug.vflip),
+        ("AUG.GRAYSCALE", cfg.aug.grayscale),
+        ("AUG.GAUSSIAN_BLUR", cfg.aug.gaussian_blur),
+        ("AUG.MIXUP_SWITCH_PROB", cfg.aug.mixup_switch_prob),
+        *(("MODEL.DROP_PATH_RATE", v) for v in _as_list(cfg.model.drop_path_rate)),
     ):
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"{key} must be in [0, 1], got {value}")
+    if len(cfg.aug.ratio) != 2 or not 0 < cfg.aug.ratio[0] <= cfg.aug.ratio[1]:
+        raise UsageError(f"AUG.RATIO must be two numbers 0 < lo <= hi, got {cfg.aug.ratio}")
+    if cfg.aug.jitter and (len(cfg.aug.jitter) != 5 or min(cfg.aug.jitter) < 0):
+        raise UsageError("AUG.JITTER must be five non-negative numbers (brightness, contrast, "
+                         f"saturation, hue, probability), got {cfg.aug.jitter}")
+    if cfg.aug.cutmix_minmax and (len(cfg.aug.cutmix_minmax) != 2
+                                  or not 0 < cfg.aug.cutmix_minmax[0] <= cfg.aug.cutmix_minmax[1] <= 1):
+        raise UsageError(f"AUG.CUTMIX_MINMAX must be two numbers 0 < lo <= hi <= 1, got {cfg.aug.cutmix_minmax}")
+    bad = sorted(set(cfg.train.no_weight_decay or ()) - set(NO_WEIGHT_DECAY_CHOICES))
+    if bad:
+        raise UsageError(f"TRAIN.NO_WEIGHT_DECAY: unknown {bad[0]!r}; choose from "
+                         f"{', '.join(NO_WEIGHT_DECAY_CHOICES)}")
     if cfg.aug.mixup < 0 or cfg.aug.cutmix < 0:
         raise UsageError("AUG.MIXUP and AUG.CUTMIX must not be negative")
     if cfg.data.in_chans not in (1, 3):
@@ -492,6 +593,13 @@ def _check_bounds(cfg: Config) -> None:
         raise UsageError(f"SEED must be in [0, {MAX_SEED}], got {cfg.seed}")
 
 
+NO_WEIGHT_DECAY_CHOICES = ("bn", "ln", "gn", "bias", "dw")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _choice(key: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         shown = ", ".join(repr(c) for c in choices)
@@ -529,6 +637,8 @@ __all__ = [
     "AugConfig",
     "TrainConfig",
     "TestConfig",
+    "CudnnConfig",
+    "OfficialConfig",
     "load_config",
     "config_from_dict",
     "apply_overrides",

@@ -101,6 +101,9 @@ def build_datasets(cfg: Config) -> DataBundle:
     if cfg.data.download and name not in DOWNLOADABLE:
         why = "needs no download" if name in ("digits", "simulated") else "must already be on disk"
         raise DataError(f"--download is available for {', '.join(DOWNLOADABLE)}; {name} {why}")
+    if cfg.data.split != "official" and name != "oxford-pets":
+        raise DataError(f"DATA.SPLIT {cfg.data.split}: a random split is for oxford-pets (list.txt); "
+                        f"{name} keeps its official train/test split")
     if cfg.data.in_chans != 3 and name not in GREY_DATASETS:
         raise DataError(f"DATA.IN_CHANS {cfg.data.in_chans}: one-channel input is for the grey "
                         f"datasets ({', '.join(GREY_DATASETS)}); {name} feeds 3 channels")
@@ -178,7 +181,8 @@ def _image_transforms(cfg: Config, mean: Stats, std: Stats) -> tuple[Callable, C
     d = cfg.data
     train_tf = build_train_transform(d.img_size, mean, std, cfg.aug, interpolation=d.interpolation,
                                      channels=d.in_chans)
-    eval_tf = build_eval_transform(d.img_size, mean, std, d.interpolation, d.crop_pct, d.in_chans)
+    eval_tf = build_eval_transform(cfg.test.img_size or d.img_size, mean, std, d.interpolation, d.crop_pct,
+                                   d.in_chans, d.crop_mode)
     return train_tf, eval_tf
 
 
@@ -241,7 +245,7 @@ def _build_digits(cfg: Config) -> DataBundle:
 
 
 def _build_folder(cfg: Config) -> DataBundle:
-    train, val, classes = layouts.scan_folder(_root(cfg, "folder"))
+    train, val, classes = layouts.scan_folder(_root(cfg, "folder"), cfg.data.train_split, cfg.data.val_split)
     return _file_bundle(cfg, train, val, classes, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
@@ -251,7 +255,7 @@ def _build_tiny_imagenet(cfg: Config) -> DataBundle:
 
 
 def _build_oxford_pets(cfg: Config) -> DataBundle:
-    train, val, classes = layouts.scan_oxford_pets(_root(cfg, "oxford-pets"))
+    train, val, classes = layouts.scan_oxford_pets(_root(cfg, "oxford-pets"), cfg.data.split, cfg.data.split_seed)
     return _file_bundle(cfg, train, val, classes, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 

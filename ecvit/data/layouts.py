@@ -18,7 +18,8 @@ FOLDER_LAYOUT = "root/train/<class>/<images>, root/val/<class>/<images>"
 TINY_LAYOUT = (
     "wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, val/val_annotations.txt"
 )
-PETS_LAYOUT = "images/<name>.jpg, annotations/trainval.txt, annotations/test.txt"
+PETS_LAYOUT = ("images/<name>.jpg, annotations/trainval.txt, annotations/test.txt "
+               "(DATA.SPLIT random: annotations/list.txt)")
 
 
 def _images_under(folder: Path) -> list[str]:
@@ -68,10 +69,15 @@ def _class_dirs(split_dir: Path) -> list[str]:
 # ----------------------------------------------------------------------------- folder
 
 
-def scan_folder(root: Path) -> tuple[Samples, Samples, list[str]]:
-    """ImageNet layout: class names are the sorted folder names of ``train``; ``val`` must match."""
+def scan_folder(root: Path, train_split: str = "train", val_split: str = "val"
+                ) -> tuple[Samples, Samples, list[str]]:
+    """ImageNet layout: class names are the sorted folder names of ``train``; ``val`` must match.
+
+    ``train_split`` / ``val_split`` name the two subfolders (DATA.TRAIN_SPLIT / VAL_SPLIT,
+    the official CvT DATASET.TRAIN_SET / TEST_SET).
+    """
     splits = {}
-    for split in ("train", "val"):
+    for split in (train_split, val_split):
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(
@@ -83,21 +89,21 @@ def scan_folder(root: Path) -> tuple[Samples, Samples, list[str]]:
                 f"folder: no class folders in {split_dir} (expected the layout {FOLDER_LAYOUT})"
             )
         splits[split] = classes
-    classes = splits["train"]
-    if splits["val"] != classes:
-        missing = sorted(set(classes) - set(splits["val"]))
-        extra = sorted(set(splits["val"]) - set(classes))
+    classes = splits[train_split]
+    if splits[val_split] != classes:
+        missing = sorted(set(classes) - set(splits[val_split]))
+        extra = sorted(set(splits[val_split]) - set(classes))
         parts = []
         if missing:
             parts.append(f"missing {', '.join(missing[:5])}")
         if extra:
-            parts.append(f"not in train: {', '.join(extra[:5])}")
+            parts.append(f"not in {train_split}: {', '.join(extra[:5])}")
         raise DataError(
-            f"folder: the class folders of {root / 'val'} must match {root / 'train'} "
+            f"folder: the class folders of {root / val_split} must match {root / train_split} "
             f"({'; '.join(parts)})"
         )
     out = []
-    for split in ("train", "val"):
+    for split in (train_split, val_split):
         samples: Samples = []
         for label, name in enumerate(classes):
             files = _images_under(root / split / name)
@@ -185,48 +191,65 @@ def scan_tiny_imagenet(root: Path) -> tuple[Samples, Samples, list[str]]:
 # ------------------------------------------------------------------------ oxford-pets
 
 
-def scan_oxford_pets(root: Path) -> tuple[Samples, Samples, list[str]]:
+def scan_oxford_pets(root: Path, split: str = "official", seed: int = 0
+                     ) -> tuple[Samples, Samples, list[str]]:
     """The official Oxford-IIIT Pet layout; ``trainval.txt`` trains, ``test.txt`` validates.
 
     Each list line is ``NAME CLASS_ID SPECIES BREED_ID`` (class ids from 1); the class name
     is NAME without its trailing ``_<number>`` (``Abyssinian_100`` -> ``Abyssinian``).
+    ``split="random"``: ``list.txt`` (all 7,349 images) shuffled with ``seed`` and cut 80/20,
+    the split the public CvT-PyTorch reimplementation trains and tests on.
     """
     if not (root / "annotations").is_dir() and (root / "oxford-iiit-pet").is_dir():
         root = root / "oxford-iiit-pet"
     names: dict[int, str] = {}
-    splits = []
-    for split in ("trainval", "test"):
-        ann = root / "annotations" / f"{split}.txt"
-        if not ann.is_file():
-            raise DataError(f"oxford-pets: expected {ann} (the official layout: {PETS_LAYOUT})")
-        entries = []
-        for lineno, line in enumerate(_read_lines(ann), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.split()
-            if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) < 1:
-                raise DataError(
-                    f"oxford-pets: {ann}:{lineno}: expected 'NAME CLASS_ID ...', got {line!r}"
-                )
-            stem, class_id = fields[0], int(fields[1])
-            breed = stem.rsplit("_", 1)[0]
-            if names.setdefault(class_id, breed) != breed:
-                raise DataError(
-                    f"oxford-pets: {ann}:{lineno}: class id {class_id} is {names[class_id]!r} "
-                    f"elsewhere but {breed!r} here"
-                )
-            path = root / "images" / f"{stem}.jpg"
-            if not path.is_file():
-                raise DataError(f"oxford-pets: {ann}:{lineno} names {path}, which does not exist")
-            entries.append((str(path), class_id - 1))
-        if not entries:
-            raise DataError(f"oxford-pets: {ann} lists no images")
-        splits.append(entries)
+    if split == "random":
+        import numpy as np
+
+        entries = _read_pets_list(root, "list", names)
+        order = np.random.RandomState(seed).permutation(len(entries))
+        cut = int(PETS_RANDOM_TRAIN * len(entries))
+        splits = [[entries[i] for i in sorted(order[:cut])], [entries[i] for i in sorted(order[cut:])]]
+    else:
+        splits = [_read_pets_list(root, name, names) for name in ("trainval", "test")]
     missing = [i for i in range(1, max(names) + 1) if i not in names]
     if missing:
         where = root / "annotations"
         raise DataError(f"oxford-pets: class ids {missing[:5]} never appear in {where}")
     return splits[0], splits[1], [names[i] for i in range(1, max(names) + 1)]
+
+
+PETS_RANDOM_TRAIN = 0.8  # DATA.SPLIT random: the training share of list.txt
+
+
+def _read_pets_list(root: Path, split: str, names: dict[int, str]) -> Samples:
+    """``annotations/<split>.txt`` as samples; ``names`` collects class id -> breed."""
+    ann = root / "annotations" / f"{split}.txt"
+    if not ann.is_file():
+        raise DataError(f"oxford-pets: expected {ann} (the official layout: {PETS_LAYOUT})")
+    entries = []
+    for lineno, line in enumerate(_read_lines(ann), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) < 1:
+            raise DataError(
+                f"oxford-pets: {ann}:{lineno}: expected 'NAME CLASS_ID ...', got {line!r}"
+            )
+        stem, class_id = fields[0], int(fields[1])
+        breed = stem.rsplit("_", 1)[0]
+        if names.setdefault(class_id, breed) != breed:
+            raise DataError(
+                f"oxford-pets: {ann}:{lineno}: class id {class_id} is {names[class_id]!r} "
+                f"elsewhere but {breed!r} here"
+            )
+        path = root / "images" / f"{stem}.jpg"
+        if not path.is_file():
+            raise DataError(f"oxford-pets: {ann}:{lineno} names {path}, which does not exist")
+        entries.append((str(path), class_id - 1))
+    if not entries:
+        raise DataError(f"oxford-pets: {ann} lists no images")
+    return entries
 
 
 def _read_lines(path: Path) -> list[str]:

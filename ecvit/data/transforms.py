@@ -1,21 +1,33 @@
 """Image transforms: timm's ImageNet pipelines for decoded images, a cheap tensor path for
 the small in-memory datasets (digits, simulated).
 
-Training (images): random-resized-crop (``AUG.SCALE``), horizontal flip (``AUG.HFLIP``),
-RandAugment (``AUG.RAND_AUGMENT``), colour jitter (``AUG.COLOR_JITTER``; timm turns it off
-while RandAugment is on), normalisation, random erasing (``AUG.REPROB``, per-pixel noise).
-Evaluation: resize the short side to ``img_size / crop_pct``, center crop, normalise.
+Training (images), ``AUG.PIPELINE``:
+
+- ``timm`` (default): random-resized-crop (``AUG.SCALE``, ``AUG.RATIO``), flips
+  (``AUG.HFLIP``, ``AUG.VFLIP``), RandAugment (``AUG.RAND_AUGMENT``), colour jitter
+  (``AUG.COLOR_JITTER``; timm turns it off while RandAugment is on), normalisation, random
+  erasing (``AUG.REPROB``, ``AUG.REMODE``, ``AUG.RECOUNT``; ``AUG.RESPLIT``: on the second
+  half of each batch only, applied by :class:`SplitErasingCollate`);
+- ``torchvision``: the official CvT pipeline without timm: torchvision's random-resized crop,
+  horizontal flip, and optionally colour jitter (``AUG.JITTER``), grey (``AUG.GRAYSCALE``)
+  and Gaussian blur (``AUG.GAUSSIAN_BLUR``);
+- ``resize-crop``: the official fine-tuning pipeline: resize to ``img_size + 32`` (square),
+  random ``img_size`` crop, horizontal flip.
+
+Evaluation: resize the short side to ``img_size / crop_pct`` and center crop
+(``DATA.CROP_MODE center``), or resize to ``img_size x img_size`` (``squash``); normalise.
 Mixup/CutMix act on whole batches and live in the engine.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+import random
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter
 from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms
@@ -90,21 +102,83 @@ def build_train_transform(
     interpolation: str = "bicubic",
     channels: int = 3,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """timm's ImageNet training pipeline driven by ``AugConfig``; PIL image -> [channels,H,W]."""
+    """The ``AUG.PIPELINE`` training pipeline driven by ``AugConfig``; PIL image -> [channels,H,W].
+
+    ``AUG.INTERPOLATION`` (when set) replaces ``interpolation`` for the training resize.
+    """
+    interpolation = aug.interpolation or interpolation
+    if aug.pipeline != "timm":
+        return transforms.Compose([_to_mode(channels), *_torchvision_steps(img_size, aug, interpolation),
+                                   transforms.ToTensor(), transforms.Normalize(mean, std)])
     timm_tf = create_transform(
         input_size=img_size,
         is_training=True,
         scale=tuple(aug.scale),
+        ratio=tuple(aug.ratio),
         hflip=aug.hflip,
+        vflip=aug.vflip,
         color_jitter=aug.color_jitter if aug.color_jitter > 0 else None,
         auto_augment=aug.rand_augment or None,
         interpolation=interpolation,
         mean=tuple(mean),
         std=tuple(std),
-        re_prob=aug.reprob,
-        re_mode=RANDOM_ERASING_MODE,
+        re_prob=0.0 if aug.resplit else aug.reprob,
+        re_mode=aug.remode,
+        re_count=aug.recount,
     )
     return transforms.Compose([_to_mode(channels), timm_tf])
+
+
+class GaussianBlur:
+    """PIL Gaussian blur with a radius drawn uniformly from ``sigma`` (SimCLR's, as official CvT)."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.sigma = sigma
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+    def __repr__(self) -> str:
+        return f"GaussianBlur(sigma={self.sigma})"
+
+
+def _torchvision_steps(img_size: int, aug: AugConfig, interpolation: str) -> list[Any]:
+    """The geometric and colour steps of the ``torchvision`` and ``resize-crop`` pipelines."""
+    mode = transforms.InterpolationMode(interpolation)
+    if aug.pipeline == "resize-crop":
+        return [transforms.Resize((img_size + 32, img_size + 32), interpolation=mode),
+                transforms.RandomCrop(img_size), transforms.RandomHorizontalFlip()]
+    steps: list[Any] = [
+        transforms.RandomResizedCrop(img_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                     interpolation=mode),
+        transforms.RandomHorizontalFlip(),
+    ]
+    if aug.jitter and aug.jitter[-1] > 0:
+        steps.append(transforms.RandomApply([transforms.ColorJitter(*aug.jitter[:4])], p=aug.jitter[4]))
+    if aug.grayscale > 0:
+        steps.append(transforms.RandomGrayscale(aug.grayscale))
+    if aug.gaussian_blur > 0:
+        steps.append(transforms.RandomApply([GaussianBlur()], p=aug.gaussian_blur))
+    return steps
+
+
+class SplitErasingCollate:
+    """Collate, then random-erase the second half of the batch only (timm's ``re_split``).
+
+    ``AUG.RESPLIT``: the first half of each batch stays clean, as timm's loader does with
+    ``re_split`` and no augmentation splits (the official CvT ``RE_SPLIT`` with ``USE_LOADER``).
+    """
+
+    def __init__(self, collate: Callable[[list[Any]], Any], aug: AugConfig) -> None:
+        self.collate = collate
+        self.erase = RandomErasing(aug.reprob, mode=aug.remode, max_count=aug.recount, num_splits=2,
+                                   device="cpu")
+
+    def __call__(self, items: list[Any]) -> Any:
+        images, *rest = self.collate(items)
+        if images.ndim == 4 and len(images) > 1:
+            images = self.erase(images)
+        return (images, *rest)
 
 
 def build_eval_transform(
@@ -114,8 +188,11 @@ def build_eval_transform(
     interpolation: str = "bicubic",
     crop_pct: float = 0.875,
     channels: int = 3,
+    crop_mode: str = "center",
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise.
+    """Resize the short side to ``floor(img_size / crop_pct)``, center crop, normalise;
+    ``crop_mode="squash"``: resize the whole image to ``img_size x img_size`` instead (the
+    official CvT ``TEST.CENTER_CROP false``; with ``crop_pct`` < 1, then a center crop).
 
     Works on any PIL image mode and any aspect ratio (see :class:`CapAspect`); the result
     has ``channels`` (3: RGB, 1: grey) channels.
@@ -125,9 +202,12 @@ def build_eval_transform(
         is_training=False,
         interpolation=interpolation,
         crop_pct=crop_pct,
+        crop_mode=crop_mode,
         mean=tuple(mean),
         std=tuple(std),
     )
+    if crop_mode == "squash":  # the whole image is resized: no long side to trim
+        return transforms.Compose([_to_mode(channels), timm_tf])
     return transforms.Compose([_to_mode(channels), CapAspect(), timm_tf])
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
 from ecvit.engine.spec import CheckpointSpec, choose_ema
-from ecvit.errors import CheckpointError
+from ecvit.errors import CheckpointError, UsageError
 from ecvit.models.registry import create_model
 
 
@@ -34,15 +34,28 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
 
     ``None`` values (drop path, image size) leave the variant's own defaults in place.
     """
-    return create_model(
+    model = create_model(
         cfg.model.name,
         num_classes=num_classes,
         img_size=cfg.data.img_size,
         drop_path_rate=cfg.model.drop_path_rate,
         checkpoint_path=cfg.model.pretrained or None,
         finetune=cfg.model.finetune,
+        pretrained_layers=cfg.model.pretrained_layers,
         **model_kwargs(cfg),
     )
+    freeze_layers(model, cfg.model.frozen_layers)
+    return model
+
+
+def freeze_layers(model: nn.Module, names: list[str]) -> None:
+    """MODEL.FROZEN_LAYERS: the named top-level modules (``stage0``, ...) are not trained."""
+    children = dict(model.named_children())
+    for name in names:
+        if name not in children:
+            raise UsageError(f"MODEL.FROZEN_LAYERS: {type(model).__name__} has no top-level module "
+                             f"{name!r}; it has {', '.join(children)}")
+        children[name].requires_grad_(False)
 
 
 def training_spec(cfg: Config, class_names: list[str], mean: list[float], std: list[float],

@@ -9,15 +9,15 @@ r the samples r, r+W, ... with no padding, so every sample counts exactly once.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from torch.utils.data.distributed import DistributedSampler
 
 from ecvit.config import Config
 from ecvit.engine.distributed import DistInfo, shard_indices
+from ecvit.engine.samplers import train_sampler
 from ecvit.errors import UsageError
 
 
@@ -36,16 +36,15 @@ class TrainLoader:
 
         self.seed = cfg.seed
         self.rank = info.rank
-        self.sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=False)
+        self.sampler = train_sampler(dataset, cfg, info)
         self.generator = torch.Generator()
         workers = cfg.data.workers
         self.batch_size = cfg.train.batch_size
         self.options = dict(
-            batch_size=cfg.train.batch_size, num_workers=workers, collate_fn=collate_batch,
+            batch_size=cfg.train.batch_size, num_workers=workers, collate_fn=train_collate(cfg, collate_batch),
             drop_last=drop_last, generator=self.generator,
             worker_init_fn=_seed_worker if workers else None,
-            pin_memory=info.device.type == "cuda", persistent_workers=False,
+            pin_memory=info.device.type == "cuda" and cfg.data.pin_memory, persistent_workers=False,
         )
         self.dataset = dataset
         self.loader = DataLoader(dataset, sampler=self.sampler, **self.options)
@@ -70,6 +69,15 @@ class TrainLoader:
         return iterate(DataLoader(self.dataset, sampler=rest, **self.options))
 
 
+def train_collate(cfg: Config, collate: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+    """``collate``, with random erasing on the second half of each batch under AUG.RESPLIT."""
+    if cfg.aug.resplit and cfg.aug.reprob > 0:
+        from ecvit.data.transforms import SplitErasingCollate
+
+        return SplitErasingCollate(collate, cfg.aug)
+    return collate
+
+
 def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:
     """Sequential batches over this rank's exact shard of ``dataset``."""
     from ecvit.data import collate_batch
@@ -77,7 +85,7 @@ def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:
     shard = Subset(dataset, shard_indices(len(dataset), info))
     return DataLoader(shard, batch_size=cfg.test.batch_size, shuffle=False,
                       num_workers=cfg.data.workers, collate_fn=collate_batch,
-                      pin_memory=info.device.type == "cuda")
+                      pin_memory=info.device.type == "cuda" and cfg.data.pin_memory)
 
 
 def iterate(loader: DataLoader) -> Iterator:

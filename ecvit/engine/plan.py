@@ -68,6 +68,7 @@ class RunPlan:
     val_size: int
     resume: ResumePlan = ResumePlan()
     datasets: Any = field(default=None, repr=False, compare=False)  # the DataBundle, built once
+    notes: tuple[str, ...] = ()  # one line each, shown with the plan (e.g. an official file's "no effect:")
 
     def describe(self) -> list[str]:
         """The plan in a few lines: what ``--dry-run`` prints and the run banner shows."""
@@ -84,7 +85,10 @@ class RunPlan:
             f"{self.drop_path_rate:g}, arguments: {args}",
             f"data {c.data.dataset}{' at ' + c.data.root if c.data.root else ''}: "
             f"{self.train_size} train / {self.val_size} val images, {c.data.img_size}x{c.data.img_size} px, "
-            f"{c.data.interpolation}, crop {c.data.crop_pct:g}, mean {_fmt(c.data.mean)} std {_fmt(c.data.std)}",
+            f"{c.data.interpolation}, "
+            + ("squash resize" if c.data.crop_mode == "squash" else f"crop {c.data.crop_pct:g}")
+            + (f", tested at {c.test.img_size} px" if c.test.img_size not in (None, c.data.img_size) else "")
+            + f", mean {_fmt(c.data.mean)} std {_fmt(c.data.std)}",
             f"device {self.device}, precision {self.precision}"
             + (", torch.compile" if c.train.compile else "")
             + (", gradient checkpointing" if c.train.grad_checkpointing else ""),
@@ -92,7 +96,7 @@ class RunPlan:
         ]
         lines += [f"resume changes {key}: {old} -> {new} (applied from epoch {r.epoch + 1})"
                   for key, old, new in r.changes]
-        return lines
+        return lines + list(self.notes)
 
 
 def _fmt(values: list[float]) -> str:
@@ -109,6 +113,11 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     check_config(cfg)
     cfg = copy.deepcopy(cfg)
     device = resolve_device(cfg.device)
+    notes = []
+    if cfg.train.amp == "fp16" and device.type != "cuda" and cfg.train.amp_fallback:
+        notes.append(f"fp32: {_amp_key(cfg)} asks for fp16 mixed precision, which needs CUDA; "
+                     f"running in fp32 on {device.type}")
+        cfg.train.amp = "off"
     precision = Precision(cfg.train.amp, device.type)
     cfg.data.dataset = canonical_dataset_name(cfg.data.dataset)
     cfg.model.args = check_model_args(cfg.model.name, cfg.model.args)
@@ -121,7 +130,9 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
         where = f" at {cfg.data.root}" if cfg.data.root else ""
         raise DataError(f"{cfg.data.dataset}{where} has {num_classes} class: a classifier needs at "
                         "least 2 classes (with one, every prediction is trivially right)")
+    notes += _official_notes(cfg, num_classes)
     model = _meta_model(cfg, num_classes)
+    _check_layer_names(cfg, model)
     num_params = sum(p.numel() for p in model.parameters())
     num_macs = count_macs(model, cfg.data.img_size, cfg.data.in_chans)  # on the meta device: no compute
     drop_path = _max_drop_path(model)
@@ -139,7 +150,24 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,
                    class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
                    num_macs=num_macs, drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
-                   resume=resume, datasets=data)
+                   resume=resume, datasets=data, notes=tuple(notes))
+
+
+def _amp_key(cfg: Config) -> str:
+    return "AMP.ENABLED" if cfg.official.file else "TRAIN.AMP fp16"
+
+
+def _official_notes(cfg: Config, num_classes: int) -> list[str]:
+    """What a translated microsoft/CvT file asked for that does nothing (there too) or differs."""
+    o = cfg.official
+    notes = []
+    if o.no_effect:
+        notes.append(f"no effect: {', '.join(o.no_effect)} (accepted from {Path(o.file).name}; "
+                     "the official code ignores them too)")
+    if o.num_classes and o.num_classes != num_classes and not cfg.test.valid_labels:
+        notes.append(f"MODEL.NUM_CLASSES {o.num_classes}: the head follows the dataset's "
+                     f"{num_classes} classes")
+    return notes
 
 
 # ----------------------------------------------------------------------------- model
@@ -192,6 +220,17 @@ def _meta_model(cfg: Config, num_classes: int) -> nn.Module:
     with torch.device("meta"):
         return create_model(cfg.model.name, num_classes=num_classes, img_size=cfg.data.img_size,
                             drop_path_rate=cfg.model.drop_path_rate, **model_kwargs(cfg))
+
+
+def _check_layer_names(cfg: Config, model: nn.Module) -> None:
+    """MODEL.FROZEN_LAYERS and MODEL.PRETRAINED_LAYERS name top-level modules of the model."""
+    tops = [name for name, _ in model.named_children()]
+    for key, names in (("MODEL.FROZEN_LAYERS", cfg.model.frozen_layers),
+                       ("MODEL.PRETRAINED_LAYERS", [n for n in cfg.model.pretrained_layers if n != "*"])):
+        for name in names:
+            if name not in tops:
+                raise UsageError(f"{key}: {cfg.model.name} has no top-level module {name!r}; it has "
+                                 f"{', '.join(tops)}")
 
 
 def _max_drop_path(model: nn.Module) -> float:

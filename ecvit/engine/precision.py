@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import ContextManager
+from typing import Any, ContextManager
 
 import torch
 
@@ -33,6 +33,16 @@ def resolve_device(name: str | torch.device | None, flag: str = "DEVICE") -> tor
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"{flag} {name} was asked for but no CUDA device is available; use {flag} cpu")
     return device
+
+
+def apply_cudnn(cudnn: Any, device: torch.device) -> None:
+    """CUDNN.BENCHMARK / DETERMINISTIC / ENABLED on a CUDA device; None keeps PyTorch's setting."""
+    if device.type != "cuda":
+        return
+    for name in ("benchmark", "deterministic", "enabled"):
+        value = getattr(cudnn, name)
+        if value is not None:
+            setattr(torch.backends.cudnn, name, bool(value))
 
 
 @dataclass(frozen=True)
@@ -78,4 +88,4 @@ class Precision:
         return "fp32" if not self.enabled else f"{self.amp} autocast"
 
 
-__all__ = ["Precision", "resolve_device", "AMP_DTYPES"]
+__all__ = ["Precision", "resolve_device", "apply_cudnn", "AMP_DTYPES"]

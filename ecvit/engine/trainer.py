@@ -34,6 +34,7 @@ from ecvit.engine.optim import (build_mixup, build_optimizer, build_scheduler, b
                                 scaled_lr, updates_per_epoch)
 from ecvit.engine.outputs import RunLog, RunOutputs, summary_line, write_config
 from ecvit.engine.plan import RunPlan, resolve
+from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
@@ -54,6 +55,7 @@ def train(plan: RunPlan | Config) -> dict[str, Any]:
     """
     if not isinstance(plan, RunPlan):
         plan = resolve(plan)
+    apply_cudnn(plan.cfg.cudnn, plan.device)
     info = D.setup(plan.device)
     if plan.resume.mode == "finished":
         return _finished(plan, info)
@@ -206,7 +208,7 @@ class _Run:
     def fit(self) -> dict[str, Any]:
         epochs = self.cfg.train.epochs
         try:
-            with self._preemption_signals():
+            with self._preemption_signals(), torch.autograd.set_detect_anomaly(self.cfg.train.detect_anomaly):
                 for epoch in range(self.start_epoch, epochs):
                     self._epoch(epoch)
                     if self._stop_requested():
@@ -218,6 +220,7 @@ class _Run:
 
     def _epoch(self, epoch: int) -> None:
         start = time.perf_counter()
+        self.scheduler.step(epoch)  # per-epoch schedules (TRAIN.SCHED_ON_EPOCHS); per-update ones ignore it
         train_loss, train_bad = self._train_one_epoch(epoch)
         D.broadcast_buffers(self.model, self.info)  # evaluate exactly what gets saved
         if self.ema is not None:
@@ -327,6 +330,9 @@ class _Run:
                             lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{seen * info.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
             bar.update()
+            if cfg.train.print_freq and (step + 1) % cfg.train.print_freq == 0:
+                self.log(f"epoch {epoch + 1} step {step + 1}/{n}: loss {loss_sum.item() / max(seen, 1):.4f}, "
+                         f"lr {self.optimizer.param_groups[0]['lr']:.3g}")
             if is_update and step + 1 < n:
                 self._between_updates(epoch, step + 1, n, updates, loss_sum, seen, bad)
         bar.close()
@@ -484,6 +490,8 @@ class _Run:
         # Best first: a kill between the two writes replays this epoch, and rewrites the best.
         if is_best:
             save_atomic(ckpt, self.out / "model_best.pth")
+        if self.cfg.train.save_all and progress is None:  # the official model_{epoch}.pth, 0-based
+            save_atomic(ckpt, self.out / f"model_{epoch - 1}.pth")
         save_atomic(ckpt, self.out / "checkpoint.pth")
         self.last_checkpoint = (self.out / "checkpoint.pth", epoch)
 

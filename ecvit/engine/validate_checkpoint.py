@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ecvit.checkpoint import read_checkpoint
+from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
 from ecvit.engine import distributed as D
 from ecvit.engine.builder import build_model, model_from_checkpoint
@@ -28,6 +28,7 @@ from ecvit.engine.evaluate import evaluate, result_dict
 from ecvit.engine.loaders import eval_loader
 from ecvit.engine.outputs import check_output_dir, plot_confusion, write_json
 from ecvit.engine.plan import RunPlan, resolve
+from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError
 
@@ -52,18 +53,27 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
     path = plan.cfg.test.model_file
     check_output_dir(result_paths(path, output_dir)[0].parent,
                      "--output-dir" if output_dir else "the checkpoint's folder")
+    apply_cudnn(plan.cfg.cudnn, plan.device)
     info = D.setup(plan.device)
     data = plan.datasets
     class_names = [str(c) for c in data.class_names]
+    valid = read_valid_labels(plan.cfg.test.valid_labels, len(class_names)) if plan.cfg.test.valid_labels else None
     if spec is None:
         pcfg = copy.deepcopy(plan.cfg)
         pcfg.model.pretrained, pcfg.model.finetune = str(path), False
-        model, weights = build_model(pcfg, plan.num_classes).eval(), "weights"
+        outputs = _head_rows(ckpt) if valid is not None else None
+        model, weights = build_model(pcfg, outputs or plan.num_classes).eval(), "weights"
     else:
-        _check_classes(spec, class_names, str(path), plan.cfg)
+        if valid is None:
+            _check_classes(spec, class_names, str(path), plan.cfg)
         ema = choose_ema(spec, plan.cfg.test.use_ema, str(path))
         model, _ = model_from_checkpoint(ckpt, str(path), use_ema=ema)
         weights = "EMA weights" if ema else "weights"
+    if valid is not None:
+        model = SelectOutputs(model, valid, plan.cfg.test.valid_labels)
+    if info.is_main:
+        for note in plan.notes:
+            print(note, flush=True)
     model = model.to(info.device)
     if plan.cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -81,6 +91,50 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
               f"top5 {out['top5']:.2f}  loss {out['loss']:.4f}  samples {out['num_samples']}  "
               f"bad_images {out['num_bad_images']}; wrote {json_path}, {png_path}", flush=True)
     return out
+
+
+class SelectOutputs(torch.nn.Module):
+    """The model's logits at the given output indices only (TEST.VALID_LABELS): e.g. an
+    ImageNet-22k model evaluated on the 1k classes it shares, as the official CvT test does."""
+
+    def __init__(self, model: torch.nn.Module, indices: list[int], source: str) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long), persistent=False)
+        self.source = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if int(self.indices.max()) >= logits.shape[-1]:
+            raise UsageError(f"TEST.VALID_LABELS {self.source}: index {int(self.indices.max())} is "
+                             f"beyond the model's {logits.shape[-1]} outputs")
+        return logits.index_select(-1, self.indices)
+
+
+def read_valid_labels(path: str, num_classes: int) -> list[int]:
+    """Sorted output indices from a file with one integer per line (as the official test reads it)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"TEST.VALID_LABELS: file not found: {path}")
+    try:
+        indices = sorted({int(line.strip()) for line in file.read_text().splitlines() if line.strip()})
+    except ValueError:
+        raise UsageError(f"TEST.VALID_LABELS {path}: expected one integer (an output index) per line") from None
+    if not indices or indices[0] < 0:
+        raise UsageError(f"TEST.VALID_LABELS {path}: expected non-negative output indices")
+    if len(indices) != num_classes:
+        raise UsageError(f"TEST.VALID_LABELS {path} lists {len(indices)} outputs; the dataset has "
+                         f"{num_classes} classes (one output per class, in index order)")
+    return indices
+
+
+def _head_rows(ckpt: dict[str, Any]) -> int | None:
+    """Output count of a plain weights file's classifier (``head.weight`` / ``classifier.weight``)."""
+    state = extract_state_dict(ckpt)
+    for key, value in state.items():
+        if key.endswith(("head.weight", "classifier.weight")) and getattr(value, "ndim", 0) == 2:
+            return int(value.shape[0])
+    return None
 
 
 def validation_plan(cfg: Config, checkpoint: str | None = None, ckpt: dict[str, Any] | None = None

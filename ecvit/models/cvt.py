@@ -34,6 +34,7 @@ from ecvit.models.registry import register_model
 __all__ = ["CvT", "checkpoint_filter_fn"]
 
 QKV_METHODS = ("dw_bn", "avg", "linear")
+INITS = ("trunc_norm", "xavier")
 GLOBAL_POOLS = ("token", "avg", "")
 LN_EPS = 1e-5  # official LayerNorm eps (transformers' CvtConfig.layer_norm_eps is unused)
 MAX_STAGES = 4  # forward_features names each stage (see CvT.forward_features)
@@ -69,9 +70,10 @@ class ConvEmbed(nn.Module):
 class ConvProjection(nn.Module):
     """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2."""
 
-    def __init__(self, dim: int, kernel_size: int, stride: int) -> None:
+    def __init__(self, dim: int, kernel_size: int, stride: int, padding: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim, kernel_size, stride, kernel_size // 2, groups=dim, bias=False)
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(dim, dim, kernel_size, stride, padding, groups=dim, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(dim)
         # Set by set_cpu_autocast_training: in training, run this cheap conv in fp32 (oneDNN's
         # bf16 depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX, a
@@ -126,10 +128,12 @@ class QuickGeluMlp(nn.Module):
     buffer of the widest activation: -12% of CvT-13's CPU inference time (``benchmarks/NOTES.md``).
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        # official Mlp: dropout after the activation and after fc2 (no parameters, no state)
+        self.drop: nn.Module = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.scale = QUICK_GELU_SCALE  # an attribute: TorchScript reads no module globals
         self.folded = False
 
@@ -149,15 +153,15 @@ class QuickGeluMlp(nn.Module):
         else:
             h = F.linear(x, self.fc1.weight * self.scale, self.fc1.bias * self.scale)
             w2 = self.fc2.weight / self.scale
-        return F.linear(silu_fresh(h), w2, self.fc2.bias)
+        return self.drop(F.linear(self.drop(silu_fresh(h)), w2, self.fc2.bias))
 
 
-def _build_projection(method: str, dim: int, kernel_size: int, stride: int) -> nn.Module | None:
+def _build_projection(method: str, dim: int, kernel_size: int, stride: int, padding: int) -> nn.Module | None:
     """'dw_bn': ConvProjection; 'avg': average pooling (no parameters); 'linear': none."""
     if method == "dw_bn":
-        return ConvProjection(dim, kernel_size, stride)
+        return ConvProjection(dim, kernel_size, stride, padding)
     if method == "avg":
-        return nn.AvgPool2d(kernel_size, stride, kernel_size // 2, ceil_mode=True)
+        return nn.AvgPool2d(kernel_size, stride, padding, ceil_mode=True)
     return None
 
 
@@ -186,6 +190,8 @@ class ConvAttention(nn.Module):
 
     ``fused_attn`` (timm's switch, on by default) picks SDPA; off, the attention weights are
     computed explicitly (``attn.softmax``), which is what ``timm.utils.AttentionExtract`` reads.
+    ``padding_q``/``padding_kv`` default to ``kernel_size // 2``; ``attn_drop`` drops attention
+    weights and ``proj_drop`` the output (the official ``ATTN_DROP_RATE`` / ``DROP_RATE``).
     """
 
     def __init__(
@@ -198,8 +204,14 @@ class ConvAttention(nn.Module):
         stride_q: int = 1,
         stride_kv: int = 2,
         num_prefix_tokens: int = 0,
+        padding_q: int | None = None,
+        padding_kv: int | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
+        padding_q = kernel_size // 2 if padding_q is None else padding_q
+        padding_kv = kernel_size // 2 if padding_kv is None else padding_kv
         self.num_heads = num_heads
         self.scale = dim**-0.5
         self.num_prefix_tokens = num_prefix_tokens
@@ -208,14 +220,17 @@ class ConvAttention(nn.Module):
         # keys runs in fp32 (CvT-13's last stage; the earlier, longer ones keep bf16).
         self.cpu_autocast_training = False
         self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
-        self.conv_proj_q = _build_projection("linear" if method == "avg" else method, dim, kernel_size, stride_q)
-        self.conv_proj_k = _build_projection(method, dim, kernel_size, stride_kv)
-        self.conv_proj_v = _build_projection(method, dim, kernel_size, stride_kv)
+        q_method = "linear" if method == "avg" else method
+        self.conv_proj_q = _build_projection(q_method, dim, kernel_size, stride_q, padding_q)
+        self.conv_proj_k = _build_projection(method, dim, kernel_size, stride_kv, padding_kv)
+        self.conv_proj_v = _build_projection(method, dim, kernel_size, stride_kv, padding_kv)
         self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(0.0)  # no attention dropout (official); named for timm's hooks
+        self.attn_drop_p = float(attn_drop)
+        self.attn_drop = nn.Dropout(attn_drop)  # named for timm's hooks
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop: nn.Module = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
     def _with_prefix(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Conv-projected grid back to tokens, the class token (from ``x``) in front."""
@@ -237,16 +252,17 @@ class ConvAttention(nn.Module):
         if self.conv_proj_v is not None:
             v = self._with_prefix(self.conv_proj_v(grid), x)
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        dropout = self.attn_drop_p if self.training else 0.0
         if self.cpu_autocast_training and self.training and k.shape[-2] <= self.fp32_max_keys:
-            x = fp32_attention(q, k, v, None, 0.0, self.scale)
+            x = fp32_attention(q, k, v, None, dropout, self.scale)
         elif self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             attn = attn.softmax(dim=-1)
             attn = self.attn_drop(attn)
             x = attn @ v
-        return self.proj(x.transpose(1, 2).flatten(2))
+        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
 
     def key_grid(self, height: int, width: int) -> tuple[int, int]:
         """The grid the keys lie on for a ``height x width`` query grid (the squeezed projection's output)."""
@@ -264,27 +280,28 @@ class ConvAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (QuickGELU MLP)."""
+    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))`` (QuickGELU MLP).
+
+    ``attn_args`` go to :class:`ConvAttention` (projection method, kernel, strides, paddings,
+    qkv bias, dropouts); ``drop`` is the MLP's dropout.
+    """
 
     def __init__(
         self,
         dim: int,
         num_heads: int,
         mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        method: str = "dw_bn",
-        stride_kv: int = 2,
         num_prefix_tokens: int = 0,
         drop_path: float = 0.0,
+        drop: float = 0.0,
+        **attn_args: Any,
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm(dim)
-        self.attn = ConvAttention(
-            dim, num_heads, qkv_bias, method, stride_kv=stride_kv, num_prefix_tokens=num_prefix_tokens
-        )
+        self.attn = ConvAttention(dim, num_heads, num_prefix_tokens=num_prefix_tokens, proj_drop=drop, **attn_args)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = LayerNorm(dim)
-        self.mlp = QuickGeluMlp(dim, int(dim * mlp_ratio))
+        self.mlp = QuickGeluMlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x: torch.Tensor, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
         """``dtype``: the stage's compute dtype (that of its embedding, see CvTStage).
@@ -300,7 +317,8 @@ class CvTStage(nn.Module):
     """One stage: conv token embedding, optional class token, ``depth`` blocks.
 
     Stochastic depth rises linearly from 0 to ``drop_path_rate`` over the stage's blocks,
-    as in the official code.
+    as in the official code; ``drop_rate`` is applied to the tokens entering the blocks and
+    inside each block (the official ``DROP_RATE``). ``block_args`` go to every :class:`Block`.
     """
 
     def __init__(
@@ -313,20 +331,20 @@ class CvTStage(nn.Module):
         patch_stride: int,
         patch_padding: int,
         cls_token: bool = False,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        method: str = "dw_bn",
-        stride_kv: int = 2,
         drop_path_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        **block_args: Any,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
         self.patch_embed = ConvEmbed(in_chans, dim, patch_size, patch_stride, patch_padding)
         self.num_prefix_tokens = int(cls_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
+        self.pos_drop: nn.Module = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias, method, stride_kv, self.num_prefix_tokens, rate)
+            Block(dim, num_heads, num_prefix_tokens=self.num_prefix_tokens, drop_path=rate, drop=drop_rate,
+                  **block_args)
             for rate in rates
         )
 
@@ -342,6 +360,7 @@ class CvTStage(nn.Module):
         dtype = x.dtype
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x)
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x, height, width, dtype)
@@ -361,19 +380,66 @@ def _per_stage(value: Any, num_stages: int, name: str) -> tuple:
     return values
 
 
+def _check_stages(embed_dims: Sequence[int], per_stage: dict[str, tuple], init: str) -> None:
+    """Refuse per-stage values no CvT can run (ValueError naming the argument)."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is not one of {', '.join(INITS)}")
+    for method in per_stage["qkv_method"]:
+        if method not in QKV_METHODS:
+            raise ValueError(f"qkv_method {method!r} is not one of {', '.join(QKV_METHODS)}")
+    for dim, heads in zip(embed_dims, per_stage["num_heads"]):
+        if dim % heads:
+            raise ValueError(f"stage width {dim} is not divisible by {heads} heads")
+    for name in ("stride_kv", "stride_q", "kernel_qkv"):
+        if any(v < 1 for v in per_stage[name]):
+            raise ValueError(f"{name} must be >= 1, got {list(per_stage[name])}")
+    for i, (method, k, s, p) in enumerate(zip(per_stage["qkv_method"], per_stage["kernel_qkv"],
+                                              per_stage["stride_q"], per_stage["padding_q"])):
+        p = k // 2 if p is None else p
+        if method == "dw_bn" and (s != 1 or 2 * p != k - 1):
+            raise ValueError(f"stage {i}: stride_q {s} / padding_q {p} with kernel {k} change the "
+                             "query grid, which the residual cannot add (the official code fails "
+                             "too); use stride_q 1 and padding_q (kernel - 1) / 2")
+
+
+def _init_xavier(module: nn.Module) -> None:
+    """xavier-uniform Linear weights, zero biases (official ``init='xavier'``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class CvT(nn.Module):
     """Convolutional vision Transformer (Wu et al. 2021, Sec. 3 and Table 2).
+
+    Every per-stage argument takes one value for all stages or a sequence with one value
+    per stage; together they express whatever the official ``MODEL.SPEC`` can (the YAML
+    key is in brackets). Defaults are CvT-13's.
 
     Args:
         img_size: expected input size; CvT has no positional embedding and runs at any
             size of at least ``patch_sizes[0] - 2 * patch_paddings[0]`` pixels.
         drop_path_rate: a float is the maximum stochastic-depth rate of the last stage
             (earlier stages get none, as in every official configuration); a sequence
-            gives each stage's maximum. Rates rise linearly within a stage.
-        qkv_method: 'dw_bn' (paper), 'avg' or 'linear', one value or one per stage.
-        stride_kv: stride of the key/value conv projection (1 disables the squeeze).
+            gives each stage's maximum [DROP_PATH_RATE]. Rates rise linearly within a stage.
+        qkv_method: 'dw_bn' (paper), 'avg' or 'linear' [QKV_PROJ_METHOD].
+        cls_token: which stages have a class token [CLS_TOKEN]; None: the last stage only.
+            Without one in the last stage the head averages the last stage's tokens.
+        mlp_ratio: MLP hidden width / stage width [MLP_RATIO].
+        qkv_bias: bias of the linear q/k/v projections [QKV_BIAS].
+        kernel_qkv: kernel of the conv (or pooling) projection [KERNEL_QKV].
+        stride_kv, padding_kv: stride and padding of the key/value projection [STRIDE_KV,
+            PADDING_KV]; stride 1 disables the squeeze. Padding None: ``kernel_qkv // 2``.
+        stride_q, padding_q: the same for queries [STRIDE_Q, PADDING_Q]; they must keep the
+            token grid (the residual adds the attention output to its input).
+        drop_rate: dropout on the stage's input tokens, the attention output and the MLP
+            [DROP_RATE]; attn_drop_rate: dropout on the attention weights [ATTN_DROP_RATE].
+        init: 'trunc_norm' (Linear weights trunc_normal std 0.02) or 'xavier' (xavier
+            uniform) [INIT]; biases zero, norms 1/0; the head is trunc_normal in both.
         global_pool: 'token' (class token, paper), 'avg' (mean of the last stage's patch
-            tokens) or '' (no pooling).
+            tokens) or '' (no pooling); None: 'token' when the last stage has a class token,
+            else 'avg' (the official rule).
     """
 
     def __init__(
@@ -381,42 +447,48 @@ class CvT(nn.Module):
         img_size: int | Sequence[int] = 224,
         in_chans: int = 3,
         num_classes: int = 1000,
-        global_pool: str = "token",
+        global_pool: str | None = None,
         embed_dims: Sequence[int] = (64, 192, 384),
         depths: Sequence[int] = (1, 2, 10),
         num_heads: Sequence[int] = (1, 3, 6),
-        mlp_ratio: float = 4.0,
+        mlp_ratio: float | Sequence[float] = 4.0,
         patch_sizes: Sequence[int] = (7, 3, 3),
         patch_strides: Sequence[int] = (4, 2, 2),
         patch_paddings: Sequence[int] = (2, 1, 1),
         qkv_method: str | Sequence[str] = "dw_bn",
-        stride_kv: int = 2,
-        qkv_bias: bool = True,
+        stride_kv: int | Sequence[int] = 2,
+        qkv_bias: bool | Sequence[bool] = True,
         drop_path_rate: float | Sequence[float] = 0.1,
+        cls_token: bool | Sequence[bool] | None = None,
+        kernel_qkv: int | Sequence[int] = 3,
+        padding_kv: int | Sequence[int] | None = None,
+        stride_q: int | Sequence[int] = 1,
+        padding_q: int | Sequence[int] | None = None,
+        drop_rate: float | Sequence[float] = 0.0,
+        attn_drop_rate: float | Sequence[float] = 0.0,
+        init: str = "trunc_norm",
     ) -> None:
         super().__init__()
         num_stages = len(embed_dims)
-        depths = _per_stage(depths, num_stages, "depths")
-        num_heads = _per_stage(num_heads, num_stages, "num_heads")
-        patch_sizes = _per_stage(patch_sizes, num_stages, "patch_sizes")
-        patch_strides = _per_stage(patch_strides, num_stages, "patch_strides")
-        patch_paddings = _per_stage(patch_paddings, num_stages, "patch_paddings")
-        methods = _per_stage(qkv_method, num_stages, "qkv_method")
-        if isinstance(drop_path_rate, (int, float)):
-            drop_path_rate = (0.0,) * (num_stages - 1) + (float(drop_path_rate),)
-        drop_path_rate = _per_stage(drop_path_rate, num_stages, "drop_path_rate")
-        for method in methods:
-            if method not in QKV_METHODS:
-                raise ValueError(f"qkv_method {method!r} is not one of {', '.join(QKV_METHODS)}")
         if not 1 <= num_stages <= MAX_STAGES:
             raise ValueError(f"CvT has 1 to {MAX_STAGES} stages, got {num_stages}")
-        for dim, heads in zip(embed_dims, num_heads):
-            if dim % heads:
-                raise ValueError(f"stage width {dim} is not divisible by {heads} heads")
-        if stride_kv < 1:
-            raise ValueError(f"stride_kv must be >= 1, got {stride_kv}")
+        if isinstance(drop_path_rate, (int, float)):
+            drop_path_rate = (0.0,) * (num_stages - 1) + (float(drop_path_rate),)
+        if cls_token is None:
+            cls_token = (False,) * (num_stages - 1) + (True,)
+        per_stage = {
+            name: _per_stage(value, num_stages, name)
+            for name, value in dict(
+                depths=depths, num_heads=num_heads, patch_sizes=patch_sizes, patch_strides=patch_strides,
+                patch_paddings=patch_paddings, qkv_method=qkv_method, drop_path_rate=drop_path_rate,
+                cls_token=cls_token, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, kernel_qkv=kernel_qkv,
+                stride_kv=stride_kv, padding_kv=padding_kv, stride_q=stride_q, padding_q=padding_q,
+                drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            ).items()
+        }
+        _check_stages(embed_dims, per_stage, init)
         size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
-        min_size = patch_sizes[0] - 2 * patch_paddings[0]
+        min_size = per_stage["patch_sizes"][0] - 2 * per_stage["patch_paddings"][0]
         if min(size) < max(min_size, 1):
             raise ValueError(f"img_size {img_size} is too small: CvT needs at least {max(min_size, 1)} pixels")
 
@@ -427,33 +499,40 @@ class CvT(nn.Module):
         self.feature_info = []
         reduction = 1
         for i in range(num_stages):
+            arg = {name: values[i] for name, values in per_stage.items()}
             stage = CvTStage(
                 in_chans if i == 0 else embed_dims[i - 1],
                 embed_dims[i],
-                depths[i],
-                num_heads[i],
-                patch_sizes[i],
-                patch_strides[i],
-                patch_paddings[i],
-                cls_token=i == num_stages - 1,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                method=methods[i],
-                stride_kv=stride_kv,
-                drop_path_rate=drop_path_rate[i],
+                arg["depths"],
+                arg["num_heads"],
+                arg["patch_sizes"],
+                arg["patch_strides"],
+                arg["patch_paddings"],
+                cls_token=bool(arg["cls_token"]),
+                drop_path_rate=arg["drop_path_rate"],
+                drop_rate=arg["drop_rate"],
+                mlp_ratio=arg["mlp_ratio"],
+                qkv_bias=bool(arg["qkv_bias"]),
+                method=arg["qkv_method"],
+                kernel_size=arg["kernel_qkv"],
+                stride_q=arg["stride_q"],
+                stride_kv=arg["stride_kv"],
+                padding_q=arg["padding_q"],
+                padding_kv=arg["padding_kv"],
+                attn_drop=arg["attn_drop_rate"],
             )
             setattr(self, f"stage{i}", stage)
-            reduction *= patch_strides[i]
+            reduction *= arg["patch_strides"]
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"stage{i}"))
-        self.num_prefix_tokens = 1  # the last stage's class token
+        self.num_prefix_tokens = int(bool(per_stage["cls_token"][-1]))  # the last stage's class token
         self.norm = LayerNorm(embed_dims[-1])
-        self.global_pool = "token"
+        self.global_pool = "token" if self.num_prefix_tokens else "avg"
         self.head: nn.Module = nn.Identity()
-        self.apply(self._init_weights)
+        self.apply(_init_xavier if init == "xavier" else self._init_weights)
         for i in range(num_stages):
-            cls_token = getattr(self, f"stage{i}").cls_token
-            if cls_token is not None:
-                trunc_normal_(cls_token, std=0.02)
+            cls = getattr(self, f"stage{i}").cls_token
+            if cls is not None:
+                trunc_normal_(cls, std=0.02)
         self.reset_classifier(num_classes, global_pool)
 
     @staticmethod

@@ -12,7 +12,7 @@ import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from timm.models import register_model as timm_register_model
@@ -88,6 +88,7 @@ def create_model(
     drop_path_rate: float | None = None,
     checkpoint_path: str | Path | None = None,
     finetune: bool = False,
+    pretrained_layers: Sequence[str] = ("*",),
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights from ``checkpoint_path``.
@@ -95,6 +96,8 @@ def create_model(
     ``checkpoint_path`` accepts our training checkpoints, plain state dicts, safetensors,
     official CvT ``.pth`` files and transformers-layout CvT weights. With ``finetune=True``
     a classifier whose class count differs is left freshly initialised instead of failing.
+    ``pretrained_layers`` (the official CvT PRETRAINED_LAYERS): the top-level modules
+    (``stage0``, ``norm``, ``head`` ...) taken from the checkpoint; ``"*"`` takes all.
     """
     entry = model_entry(name)
     if img_size is not None:
@@ -106,11 +109,12 @@ def create_model(
     except (TypeError, ValueError) as exc:
         raise UsageError(f"cannot build {name}: {exc}") from None
     if checkpoint_path:
-        load_weights(model, checkpoint_path, finetune=finetune)
+        load_weights(model, checkpoint_path, finetune=finetune, layers=pretrained_layers)
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> None:
+def load_weights(model: nn.Module, path: str | Path, finetune: bool = False,
+                 layers: Sequence[str] = ("*",)) -> None:
     """Load weights safely into ``model``; mismatches raise a CheckpointError naming tensors.
 
     A checkpoint written by ``ecvit train`` also brings its preprocessing (input size,
@@ -123,6 +127,15 @@ def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> 
     if filter_fn is not None:
         state = filter_fn(state, model)
     own = model.state_dict()
+    partial = "*" not in layers
+    if partial:  # only the named top-level modules come from the file; the rest keep their init
+        unknown = sorted(set(layers) - {k.split(".")[0] for k in own})
+        if unknown:
+            tops = sorted({k.split(".")[0] for k in own})
+            raise UsageError(f"MODEL.PRETRAINED_LAYERS: {type(model).__name__} has no module "
+                             f"{unknown[0]!r}; its top-level modules are {', '.join(tops)}")
+        state = {k: v for k, v in state.items() if k.split(".")[0] in layers}
+        own = {k: v for k, v in own.items() if k.split(".")[0] in layers}
     head_keys = _classifier_keys(model, own)
     if finetune:  # a head of another shape stays freshly initialised
         state = {k: v for k, v in state.items()
@@ -143,8 +156,8 @@ def load_weights(model: nn.Module, path: str | Path, finetune: bool = False) -> 
         hint = (" (use --finetune to start a new classifier)"
                 if wrong and set(wrong) <= head_keys else "")
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts) + hint)
-    model.load_state_dict(state, strict=not finetune)
-    if not finetune:
+    model.load_state_dict(state, strict=not (finetune or partial))
+    if not finetune and not partial:
         from ecvit.engine.builder import adopt_preprocessing
         from ecvit.engine.spec import CheckpointSpec
 
