@@ -208,7 +208,8 @@ def _scheduler(t: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str
     plain = {"WARMUP_EPOCHS": 0, "WARMUP_LR": 0.0, "SCHED_ARGS": {}}
     if method == "MultiStep":
         return {**plain, "SCHED": "multistep", "MIN_LR": 0.0,
-                "SCHED_ARGS": {"decay_milestones": [int(m) for m in s.get("MILESTONES", [])],
+                # torch's MultiStepLR decays at epoch m; timm's multistep at m - 1: shift by one
+                "SCHED_ARGS": {"decay_milestones": [int(m) + 1 for m in s.get("MILESTONES", [])],
                                "decay_rate": float(s.get("GAMMA", 0.1))}}, []
     if method == "CosineAnnealing":
         return {**plain, "SCHED": "cosine", "MIN_LR": float(s.get("ETA_MIN", 0.0))}, []
