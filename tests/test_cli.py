@@ -273,20 +273,22 @@ def test_every_experiment_loads_and_builds_its_model(path):
     assert path.parts[-3] == cfg.data.dataset.replace("folder", "imagenet")
 
 
-def test_cvt_recipes_follow_the_official_experiments():
-    for name, model, size, dpr in (("cvt-13-224x224", "cvt_13", 224, 0.1),
-                                   ("cvt-21-224x224", "cvt_21", 224, 0.1),
-                                   ("cvt-w24-384x384", "cvt_w24", 384, 0.3)):
-        cfg = load_config(ROOT / f"experiments/imagenet/cvt/{name}.yaml")
-        t, a, d = cfg.train, cfg.aug, cfg.data
-        assert (cfg.model.name, d.img_size, cfg.model.drop_path_rate) == (model, size, dpr)
-        assert (t.optimizer, t.lr, t.lr_base_batch, t.weight_decay, t.epochs) == \
-            ("adamw", 2.5e-4, 256, 0.05, 300)
-        assert (t.sched, t.warmup_epochs, t.warmup_lr, t.min_lr) == ("cosine", 5, 1e-6, 1e-5)
-        assert (a.mixup, a.cutmix, a.label_smoothing, a.reprob) == (0.8, 1.0, 0.1, 0.25)
-        assert a.rand_augment == "rand-m9-mstd0.5-inc1" and d.interpolation == "bicubic"
-        assert t.amp != "off" and d.dataset == "folder"
-    assert load_config(ROOT / "experiments/imagenet/cvt/cvt-13-224x224.yaml").data.crop_pct == 0.875
+def test_cvt_recipes_follow_the_official_experiments(tmp_path):
+    """experiments/imagenet/cvt/ holds the five official files' settings: translated, they give
+    the config the published files give (only the data root and output folder differ)."""
+    from _official_cvt_files import NAMES, write_official
+
+    for name in NAMES:
+        ours = load_config(ROOT / f"experiments/imagenet/cvt/{name}.yaml").to_dict()
+        official = load_config(write_official(tmp_path, name)).to_dict()
+        assert ours["DATA"].pop("ROOT") == "data/imagenet/" and official["DATA"].pop("ROOT") == "DATASET/imagenet/"
+        assert ours.pop("OUTPUT_DIR") == f"output/imagenet/{name}"
+        official.pop("OUTPUT_DIR")
+        notes, official_notes = ours.pop("OFFICIAL"), official.pop("OFFICIAL")
+        notes.pop("FILE"), official_notes.pop("FILE")
+        assert ours == official and notes == official_notes, name
+    w24 = load_config(ROOT / "experiments/imagenet/cvt/cvt-w24-384x384.yaml")
+    assert (w24.train.weight_decay, w24.data.crop_mode, w24.model.drop_path_rate) == (0.1, "squash", 0.3)
 
 
 def test_dw_recipes_follow_the_paper():

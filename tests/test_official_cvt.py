@@ -359,3 +359,73 @@ def test_run_sh_tests_an_official_file_with_a_model_file(tmp_path, folder):
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "samples 4" in proc.stdout and "no effect: " in proc.stdout
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def test_finetune_recipes_start_from_an_official_checkpoint():
+    w24 = load_config(ROOT / "experiments/imagenet/cvt/cvt-w24-384x384-in22k-finetune.yaml")
+    assert (w24.model.name, w24.model.pretrained, w24.model.finetune) == \
+        ("cvt_w24", "pretrained/CvT-w24-384x384-IN-22k.pth", True)
+    assert (w24.aug.pipeline, w24.aug.interpolation, w24.data.crop_mode, w24.data.img_size) == \
+        ("resize-crop", "bicubic", "squash", 384)
+    assert (w24.train.lr, w24.train.lr_base_batch, w24.train.optimizer, w24.train.weight_decay,
+            w24.train.clip_grad) == (0.003, 512, "momentum", 0.0, 1.0)
+    for dataset in ("cifar10", "cifar100", "oxford-pets"):
+        cfg = load_config(ROOT / f"experiments/{dataset}/cvt/cvt-13-384x384-finetune.yaml")
+        assert (cfg.model.name, cfg.model.finetune, cfg.data.dataset, cfg.data.img_size) == \
+            ("cvt_13", True, dataset, 384)
+        assert cfg.model.pretrained.endswith("CvT-13-384x384-IN-22k.pth")
+        assert (cfg.aug.pipeline, cfg.train.lr, cfg.train.lr_base_batch, cfg.train.optimizer) == \
+            ("resize-crop", 0.003, 512, "momentum")
+        assert cfg.data.mean == [0.485, 0.456, 0.406]  # the pretrained model's statistics
+    random = load_config(ROOT / "experiments/oxford-pets/cvt/cvt-13-384x384-finetune-random-split.yaml")
+    assert (random.data.split, random.data.split_seed) == ("random", 0)
+
+
+def test_the_resize_crop_pipeline_resizes_to_size_plus_32_then_crops():
+    from ecvit.config import AugConfig
+    from ecvit.data.transforms import build_train_transform
+
+    tf = build_train_transform(16, (0.5,) * 3, (0.5,) * 3, AugConfig(pipeline="resize-crop"), "bicubic")
+    kinds = [type(s).__name__ for s in tf.transforms]
+    assert kinds == ["ToRGB", "Resize", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert tf.transforms[1].size == (48, 48) and tf(Image.new("RGB", (30, 70))).shape == (3, 16, 16)
+
+
+def test_small_image_cvt_keeps_an_8x8_last_stage_and_trains_without_augmentation():
+    cfg = load_config(ROOT / "experiments/cifar10/cvt/cvt-13-32x32.yaml")
+    model = ecvit.create_model(cfg.model.name, num_classes=10, img_size=32, **cfg.model.args).eval()
+    with torch.no_grad():
+        maps = model.forward_intermediates(torch.randn(1, 3, 32, 32), intermediates_only=True)
+    assert [tuple(m.shape[-2:]) for m in maps] == [(32, 32), (16, 16), (8, 8)]
+    t, a = cfg.train, cfg.aug
+    assert (t.epochs, t.lr, t.sched, t.warmup_epochs) == (200, 0.01, "cosine", 0)
+    assert (a.mixup, a.cutmix, a.rand_augment, a.reprob, a.hflip, a.label_smoothing) == (0, 0, "", 0, 0, 0)
+    from ecvit.data.transforms import build_eval_transform, build_train_transform
+
+    image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (32, 32, 3), dtype=np.uint8))
+    train_tf = build_train_transform(32, (0.5,) * 3, (0.5,) * 3, a, "bicubic")
+    eval_tf = build_eval_transform(32, (0.5,) * 3, (0.5,) * 3, "bicubic", 1.0)
+    torch.testing.assert_close(train_tf(image), eval_tf(image))  # no augmentation at all
+
+
+def test_oxford_pets_random_split_is_a_seeded_80_20_cut_of_list_txt(tmp_path):
+    from ecvit.data.layouts import scan_oxford_pets
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    lines = ["#Image CLASS-ID SPECIES BREED ID"]
+    for i in range(50):
+        breed, cid = ("Abyssinian", 1) if i % 2 else ("beagle", 2)
+        Image.new("RGB", (4, 4)).save(tmp_path / "images" / f"{breed}_{i}.jpg")
+        lines.append(f"{breed}_{i} {cid} 1 1")
+    (tmp_path / "annotations" / "list.txt").write_text("\n".join(lines) + "\n")
+    train, val, classes = scan_oxford_pets(tmp_path, "random", seed=0)
+    assert (len(train), len(val), classes) == (40, 10, ["Abyssinian", "beagle"])
+    assert not {p for p, _ in train} & {p for p, _ in val}
+    assert scan_oxford_pets(tmp_path, "random", seed=0) == (train, val, classes)
+    assert scan_oxford_pets(tmp_path, "random", seed=1)[1] != val
+    with pytest.raises(ecvit.errors.DataError, match="trainval.txt"):
+        scan_oxford_pets(tmp_path)  # the official split needs its own lists
