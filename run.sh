@@ -11,10 +11,12 @@ Launch `ecvit train` (-t train) or `ecvit validate` (-t test) through
 `python -m torch.distributed.run` with N processes on this machine.
 
   -g, --gpus N          processes on this machine, one per GPU            (default: 1)
-  -t, --type TYPE       train | test                                      (default: train)
-  --cfg FILE            YAML experiment, e.g. experiments/imagenet/cvt/cvt-13-224x224.yaml
+  -t, --job-type TYPE   train | test (--type is the same)                 (default: train)
+  --cfg FILE            YAML experiment (ours, or a microsoft/CvT file as published),
+                        e.g. experiments/imagenet/cvt/cvt-13-224x224.yaml
   -p, --port PORT       rendezvous port on the master machine
                         (default: a free port on one machine, 29500 on several)
+  -i, --install-deps    first install this project and its requirements (pip install -e)
   --nnodes N            machines taking part                              (default: 1)
   --node_rank R         this machine's rank, 0 .. N-1                     (default: 0)
   --master_addr ADDR    address of the rank-0 machine                     (default: 127.0.0.1)
@@ -56,11 +58,13 @@ port=""
 nnodes=1
 node_rank=0
 master_addr=127.0.0.1
+install_deps=false
 
 while [ $# -gt 0 ]; do
   case "$1" in
     -g|--gpus) need_value "$1" $#; gpus=$2; shift 2 ;;
-    -t|--type) need_value "$1" $#; type=$2; shift 2 ;;
+    -t|--type|--job-type) need_value "$1" $#; type=$2; shift 2 ;;
+    -i|--install-deps) install_deps=true; shift ;;
     --cfg) need_value "$1" $#; cfg=$2; shift 2 ;;
     -p|--port) need_value "$1" $#; port=$2; shift 2 ;;
     --nnodes) need_value "$1" $#; nnodes=$2; shift 2 ;;
@@ -87,6 +91,10 @@ case "$type" in
   *) die "-t must be train or test, got '$type'" ;;
 esac
 [ $(( $# % 2 )) -eq 0 ] || die "overrides come in KEY VALUE pairs; '${!#}' has no value"
+
+if $install_deps; then  # the official -i: the requirements, here the project's own
+  "${PYTHON:-python}" -m pip install -q -e "$(cd "$(dirname "$0")" && pwd)" || exit $?
+fi
 
 launcher=(--nproc_per_node "$gpus")
 if [ "$nnodes" -eq 1 ] && [ -z "$port" ]; then

@@ -45,8 +45,25 @@ def test_help_documents_the_options():
     proc = run_sh("--help")
     assert proc.returncode == 0
     for option in ("-g", "-t train|test", "--cfg", "-p, --port", "--nnodes", "--node_rank",
-                   "--master_addr", "TEST.MODEL_FILE"):
+                   "--master_addr", "TEST.MODEL_FILE", "-t, --job-type", "-i, --install-deps"):
         assert option in proc.stdout, option
+
+
+@pytest.mark.parametrize("flags", [["--gpus", "2", "--job-type", "test", "--port", "29612", "--install-deps"],
+                                   ["-g", "2", "-t", "test", "-p", "29612", "-i"]])
+def test_official_flags(experiment, tmp_path, flags):
+    """microsoft/CvT's run.sh flags: -g/--gpus, -t/--job-type, -p/--port, -i/--install-deps."""
+    log = tmp_path / "calls.txt"
+    fake = tmp_path / "fake-python"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", str(ROOT / "run.sh"), *flags, "--cfg", str(experiment)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHON=str(fake)), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    install, check, launch = log.read_text().splitlines()
+    assert install == f"-m pip install -q -e {ROOT}"
+    assert check.startswith("-m ecvit validate --cfg") and "--nproc_per_node 2" in launch
+    assert "--master_port 29612" in launch
 
 
 @pytest.mark.parametrize("args, fragment", [
