@@ -4,6 +4,10 @@ Three stages, each a convolutional token embedding (Sec. 3.1) followed by transf
 blocks whose attention uses a convolutional projection (Sec. 3.2): a depth-wise 3x3 conv
 + BatchNorm on the token grid before the linear q/k/v projections, with stride 2 for
 keys and values. No positional embedding; a class token joins in the last stage only.
+Every per-stage choice the official ``MODEL.SPEC`` can make (class tokens, projection
+method, q and k/v kernels, strides and paddings, qkv bias, MLP ratio, dropouts, init) is a
+constructor argument of :class:`CvT` (the translation of official files is
+``ecvit.official_cvt``).
 
 The module and parameter names reproduce the official implementation
 (microsoft/CvT, ``lib/models/cls_cvt.py``), so its ``.pth`` files load with

@@ -50,10 +50,16 @@ def _our_paths() -> set[str]:
     return _paths(Config().to_dict())
 
 
+def official_key_of(data: dict[str, Any]) -> str | None:
+    """The first key of a YAML mapping that only the microsoft/CvT schema has, if any."""
+    ours, official = _our_paths(), official_paths()
+    return next((p for p in sorted(_paths(data)) if p in official and p not in ours
+                 and not p.startswith("MODEL.ARGS")), None)
+
+
 def is_official(data: dict[str, Any]) -> bool:
     """Whether a YAML mapping is a microsoft/CvT experiment (a key only that schema has)."""
-    ours, official = _our_paths(), official_paths()
-    return any(p in official and p not in ours for p in _paths(data) if not p.startswith("MODEL.ARGS"))
+    return official_key_of(data) is not None
 
 
 def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] = ()
@@ -67,7 +73,13 @@ def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] =
     source = str(path)
     merged = copy.deepcopy(DEFAULTS)
     given: set[str] = set()
-    _merge_file(merged, data, Path(path), given, depth=0)
+    try:
+        _merge_file(merged, data, Path(path), given, depth=0)
+    except UsageError as exc:
+        why = official_key_of(data)
+        if "unknown key" not in str(exc) or not why:
+            raise
+        raise UsageError(f"{exc}; the file is read as one because of its key {why}") from None
     ours = to_ours(merged, source, sorted(given & NO_EFFECT), Path(path).stem)
     official_items: list[tuple[str, Any]] = []
     rest: list[str] = []
@@ -83,8 +95,10 @@ def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] =
             rest += [key, text]
     if not official_items:
         return ours, {}, rest
+    from ecvit.config import nested_from_key
+
     for key, value in official_items:
-        _merge_checked(merged, _nested(key, value), "override", given)
+        _merge_checked(merged, nested_from_key(key, value), "override", given)
     changed = to_ours(merged, source, sorted(given & NO_EFFECT), Path(path).stem)
     return ours, _diff(changed, ours), rest
 
@@ -192,16 +206,6 @@ def _parse(text: str) -> Any:
     from ecvit.config import _yaml_scalar
 
     return _yaml_scalar(text) if text != "" else ""
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
 
 
 def _diff(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
