@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import ecvit
-from ecvit.models import model_entry, set_cpu_autocast_training
+from ecvit.models import model_entry, set_cpu_autocast_training, set_eval_folding
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script` is deprecated:FutureWarning",  # still part of timm's contract
@@ -333,6 +333,7 @@ def test_precision_switch_leaves_fp32_and_eval_unchanged(name):
     for key in ("eval", "eval_bf16", "train"):
         torch.testing.assert_close(results[True, key], results[False, key], rtol=0, atol=0, msg=key)
     model.eval()  # a model with the switch on still scripts (its fp32 path is training-only)
+    set_eval_folding(model, False)  # the scripted graph runs the modules as written
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=0, atol=0)
 

@@ -65,7 +65,8 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, fold_batchnorm, folding_applies,
+                                 fp32_attention, img_size_cfg_overlay)
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",
@@ -113,9 +114,31 @@ class ConvBnAct(nn.Module):
         self.conv = SeparableConv(in_chs, out_chs, kernel, stride, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = nn.GELU()
+        self.folded = FoldedWeights()
+        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and self._folds():
+            return self._forward_folded(x)
         return self.act(self.bn(self.conv(x)))
+
+    @torch.jit.unused
+    def _folds(self) -> bool:
+        return isinstance(self.bn, nn.BatchNorm2d) and folding_applies(self)
+
+    def train(self, mode: bool = True):
+        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
+        return super().train(mode)
+
+    @torch.jit.unused
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval mode without autograd: the BN folded into the pointwise conv (what ``fuse()``
+        makes permanent), from weights cached until they change."""
+        bn, pw = self.bn, self.conv.pw
+        weight, bias = self.folded.get(
+            (pw.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
+            lambda: fold_batchnorm(pw.weight, pw.bias, bn))
+        return self.act(F.conv2d(self.conv.dw(x), weight, bias))
 
     @torch.no_grad()
     def fuse(self) -> None:

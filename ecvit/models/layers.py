@@ -6,11 +6,15 @@ families have, for training on CPUs under bf16 autocast, is opt-in through
 ``set_cpu_autocast_training``; it flips plain module attributes that ``forward`` reads.
 """
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx import _symbolic_trace
+
+# symbolic tracing only (torch >= 2.6 also has torch.export's, and warns on the older name)
+_is_fx_tracing = getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)
 
 # With set_cpu_autocast_training on, attention over key sequences up to this length runs in
 # fp32 in training. Measured fwd+bwd on 2 cores without AMX (benchmarks/NOTES.md), fp32 time
@@ -44,6 +48,76 @@ def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask:
     with torch.autocast("cpu", enabled=False):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
                                               dropout_p=dropout_p, scale=scale)
+
+
+@torch.jit.unused
+def folding_applies(module: nn.Module) -> bool:
+    """Whether ``module`` may run with its BatchNorm folded into the neighbouring conv.
+
+    Folding is exact in eval mode and only safe when nothing records gradients (the folded
+    weights are derived tensors, not the parameters), so: eval mode, grad mode off, and eager
+    Python (a scripted, traced or compiled graph keeps the plain path, which it optimises
+    on its own), unless turned off with :func:`set_eval_folding`. This is what makes
+    ``model.eval()`` under ``torch.no_grad()`` or ``torch.inference_mode()`` as fast as
+    ``model.fuse()`` while the module, its ``state_dict`` and ``train()`` stay exactly as
+    they were.
+    """
+    return (module.fold_in_eval and not module.training and not torch.is_grad_enabled() and not _is_fx_tracing()
+            and not torch.compiler.is_compiling())
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
+                   bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight, bias)`` of the conv ``bn(conv(x))`` equals in eval mode (plain tensors)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    folded_bias = shift if bias is None else bias * scale + shift
+    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), folded_bias
+
+
+class FoldedWeights:
+    """Tensors derived from a module's weights (a BatchNorm folded into a conv), rebuilt when
+    a source tensor changes or the module changes mode.
+
+    An in-place change through torch (``load_state_dict``, an optimizer step, ``p.copy_()``)
+    bumps the tensor's version counter and ``.to()`` gives it new storage: both are in the key.
+    BatchNorm's running statistics are updated inside its kernel without a version bump, but
+    only in training mode, so owners call :meth:`clear` from ``train()`` (which ``eval()``
+    calls too). Changes made through ``.data`` are invisible: call ``model.eval()`` after them.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._key: tuple | None = None
+        self._value: Any = None
+
+    def get(self, sources: Sequence[torch.Tensor], build: Callable[[], Any]) -> Any:
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
+        if key != self._key:
+            self._value, self._key = build(), key
+        return self._value
+
+
+def set_eval_folding(model: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
+    """Let (default) or stop the BatchNorm folding of eval-mode, no-grad forward passes.
+
+    Sets the ``fold_in_eval`` attribute of every submodule that has one and returns the
+    previous values (``restore_eval_folding`` puts them back). Off, such a forward runs the
+    modules exactly as written, e.g. to count the model's own MACs (``ecvit.flops``).
+    """
+    previous = {}
+    for module in model.modules():
+        if isinstance(getattr(module, "fold_in_eval", None), bool):
+            previous[module] = module.fold_in_eval
+            module.fold_in_eval = bool(enabled)
+    return previous
+
+
+def restore_eval_folding(previous: dict[nn.Module, bool]) -> None:
+    for module, value in previous.items():
+        module.fold_in_eval = value
 
 
 def set_cpu_autocast_training(model: nn.Module, enabled: bool) -> nn.Module:

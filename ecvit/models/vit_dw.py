@@ -32,7 +32,8 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, tokens_to_grid
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, folding_applies, fp32_attention,
+                                 img_size_cfg_overlay, tokens_to_grid)
 from ecvit.models.registry import register_model
 
 __all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
@@ -134,19 +135,26 @@ class FusedDWConv(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False)  # [C]
         self.border = nn.Parameter(border, requires_grad=False)  # [C, K, K]
 
-    def _valid_taps(self, size: int, ref: torch.Tensor) -> torch.Tensor:
-        """``[size, K]``: 1 where tap ``j`` of output position ``i`` reads inside the grid."""
-        taps = torch.arange(self.kernel_size, device=ref.device) - self.kernel_size // 2
-        pos = torch.arange(size, device=ref.device)[:, None] + taps
-        return ((pos >= 0) & (pos < size)).to(ref.dtype)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h, w = z.shape[-2:]
-        out = F.conv2d(z, self.weight, None, padding=self.kernel_size // 2, groups=z.shape[1])
-        rows, cols = self._valid_taps(h, self.border), self._valid_taps(w, self.border)
-        # [H, W, C] then viewed as [C, H, W]: the same (channels-last) layout as ``out``
-        corr = torch.einsum("hi,cij,wj->hwc", rows, self.border, cols) + self.bias
-        return out + corr.permute(2, 0, 1)
+        return folded_dw_conv(z, self.weight, self.bias, self.border)
+
+
+def _valid_taps(size: int, kernel_size: int, ref: torch.Tensor) -> torch.Tensor:
+    """``[size, K]``: 1 where tap ``j`` of output position ``i`` reads inside the grid."""
+    taps = torch.arange(kernel_size, device=ref.device) - kernel_size // 2
+    pos = torch.arange(size, device=ref.device)[:, None] + taps
+    return ((pos >= 0) & (pos < size)).to(ref.dtype)
+
+
+def folded_dw_conv(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, border: torch.Tensor) -> torch.Tensor:
+    """The folded shortcut conv of :class:`FusedDWConv`: ``conv_W(z) + bias + b * S_W``."""
+    h, w = z.shape[-2], z.shape[-1]
+    k = weight.shape[-1]
+    out = F.conv2d(z, weight, None, padding=k // 2, groups=z.shape[1])
+    rows, cols = _valid_taps(h, k, border), _valid_taps(w, k, border)
+    # [H, W, C] then viewed as [C, H, W]: the same (channels-last) layout as ``out``
+    corr = torch.einsum("hi,cij,wj->hwc", rows, border, cols) + bias
+    return out + corr.permute(2, 0, 1)
 
 
 class DWShortcut(nn.Module):
@@ -160,22 +168,47 @@ class DWShortcut(nn.Module):
         super().__init__()
         self.act = nn.GELU()
         self.branches = nn.ModuleList(DWBranch(dim, k) for k in kernels)
+        self.folded = FoldedWeights()
+        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         # GELU on the sliced patch tokens makes the one necessary copy; the [B, C, H, W] view
         # of it is channels-last, which the BN and depthwise conv take without copying.
         z = tokens_to_grid(self.act(x[:, 1:]), grid[0], grid[1])
+        if not torch.jit.is_scripting() and self._folds():
+            return self._forward_folded(z).flatten(2).transpose(1, 2)
         out = self.branches[0](z)
         for i, branch in enumerate(self.branches):  # (TorchScript cannot slice a ModuleList)
             if i > 0:
                 out = out + branch(z)
         return out.flatten(2).transpose(1, 2)
 
+    @torch.jit.unused
+    def _folds(self) -> bool:
+        return not isinstance(self.branches[0], FusedDWConv) and folding_applies(self)
+
+    def train(self, mode: bool = True):
+        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
+        return super().train(mode)
+
+    @torch.jit.unused
+    def _forward_folded(self, z: torch.Tensor) -> torch.Tensor:
+        """Eval mode without autograd: the branches folded as ``fuse()`` folds them, from
+        kernels cached until the weights change."""
+        sources = [t for br in self.branches
+                   for t in (br.conv.weight, br.conv.bias, br.bn.weight, br.bn.bias, br.bn.running_mean,
+                             br.bn.running_var)]
+        return folded_dw_conv(z, *self.folded.get(sources, self._folded_kernels))
+
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold every BN into the convs and merge all branches into one (exact, see FusedDWConv)."""
         if isinstance(self.branches[0], FusedDWConv):
             return
+        self.branches = nn.ModuleList([FusedDWConv(*self._folded_kernels())])
+
+    def _folded_kernels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The one ``(weight, bias, border)`` all branches fold into (see FusedDWConv)."""
         size = max(br.conv.kernel_size[0] for br in self.branches)
         first = self.branches[0].conv.weight
         dim = first.shape[0]
@@ -191,7 +224,7 @@ class DWShortcut(nn.Module):
             weight += w * scale[:, None, None, None]
             border += w[:, 0] * shift[:, None, None]
             bias += conv.bias
-        self.branches = nn.ModuleList([FusedDWConv(weight, bias, border)])
+        return weight, bias, border
 
 
 # timm wraps it for FX in its own module; FX patches a wrapped name in each calling module
