@@ -370,7 +370,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
     model, spec = load_for_inference(args.checkpoint, args.use_ema)
     transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
-                                     spec.crop_pct)
+                                     spec.crop_pct, crop_mode=spec.crop_mode)
     image = transform(load_image(args.image))
     with warnings.catch_warnings():  # torchvision's FX note on train vs eval graphs: not ours
         warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")

@@ -29,7 +29,8 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], topk: int = 5,
 
     model, spec = load_for_inference(str(checkpoint), use_ema)
     transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
-                                     spec.crop_pct, channels=int(spec.model_args.get("in_chans", 3)))
+                                     spec.crop_pct, channels=int(spec.model_args.get("in_chans", 3)),
+                                     crop_mode=spec.crop_mode)
     tensors = [transform(load_image(path)) for path in images]
     names = spec.class_names
     k = min(topk, spec.num_classes)

@@ -343,6 +343,11 @@ def test_published_file_trains_one_step(tmp_path, folder, capsys, name):
     assert code == 0, err
     run_dir = tmp_path / "imagenet" / name
     assert (run_dir / "model_best.pth").is_file() and "epoch 1/1" in out
+    from ecvit.checkpoint import read_checkpoint
+    from ecvit.engine.spec import CheckpointSpec
+
+    spec = CheckpointSpec.from_checkpoint(read_checkpoint(run_dir / "model_best.pth"), name)
+    assert spec.crop_mode == ("squash" if "384" in name else "center")  # predict/export preprocess alike
     assert out.count("no effect: ") == 1
     if NO_CUDA:
         assert out.count("fp32: AMP.ENABLED asks for fp16 mixed precision, which needs CUDA") == 1

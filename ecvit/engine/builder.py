@@ -65,11 +65,12 @@ def training_spec(cfg: Config, class_names: list[str], mean: list[float], std: l
         model_name=cfg.model.name,
         num_classes=len(class_names),
         class_names=tuple(str(c) for c in class_names),
-        img_size=int(cfg.data.img_size),
+        img_size=int(cfg.test.img_size or cfg.data.img_size),  # the evaluation size
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
         interpolation=cfg.data.interpolation,
         crop_pct=float(crop_pct),
+        crop_mode=cfg.data.crop_mode,
         model_args=model_kwargs(cfg),
         dataset=cfg.data.dataset,
         data_root=cfg.data.root,

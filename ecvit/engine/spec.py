@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ecvit.config import MAX_CLASSES, MAX_IMG_SIZE
+from ecvit.config import CROP_MODE_CHOICES, INTERPOLATION_CHOICES, MAX_CLASSES, MAX_IMG_SIZE
 from ecvit.errors import CheckpointError, UsageError
 
 # Where the weights sit in a checkpoint written by ``train``.
@@ -36,6 +36,7 @@ class CheckpointSpec:
     dataset: str = ""  # "" when the file does not say (exported weights, older checkpoints)
     data_root: str = ""
     has_ema: bool = False
+    crop_mode: str = "center"  # "squash": the whole image resized to img_size x img_size
 
     def to_meta(self) -> dict[str, Any]:
         """Plain keys and values (lists, not tuples): what a checkpoint or an export stores."""
@@ -52,6 +53,7 @@ class CheckpointSpec:
             "std": tuple(self.std),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
             "num_classes": self.num_classes,
             "label_names": list(self.class_names),
         }
@@ -89,6 +91,7 @@ class CheckpointSpec:
             dataset=field_of.text("dataset"),
             data_root=field_of.text("data_root"),
             has_ema=isinstance(ckpt.get(EMA), dict),
+            crop_mode=field_of.choice("crop_mode", CROP_MODE_CHOICES, "center"),
         )
         return spec.checked_model_args(source)
 
@@ -113,7 +116,7 @@ class CheckpointSpec:
 # 21,843 classes, CvT-W24 runs at 384 px), far below what would exhaust memory; the same
 # upper bounds as the config's.
 MIN_IMG_SIZE = 8
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+INTERPOLATIONS = tuple(c for c in INTERPOLATION_CHOICES if c)
 
 
 class _FieldReader:

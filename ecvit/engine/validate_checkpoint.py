@@ -156,6 +156,7 @@ def validation_plan(cfg: Config, checkpoint: str | None = None, ckpt: dict[str, 
         cfg.data.in_chans = int(cfg.model.args.pop("in_chans", 3))
         cfg.data.img_size, cfg.data.mean, cfg.data.std = spec.img_size, list(spec.mean), list(spec.std)
         cfg.data.interpolation, cfg.data.crop_pct = spec.interpolation, spec.crop_pct
+        cfg.data.crop_mode, cfg.test.img_size = spec.crop_mode, None
         cfg.model.pretrained = ""  # the checkpoint holds the weights
     return resolve(cfg, training=False), ckpt, spec
 
