@@ -15,7 +15,8 @@ from ecvit.models.layers import FoldedWeights, restore_eval_folding
 
 CASES = [("ecvit_tiny", {"img_size": 32}),
          ("vit_tiny_dw", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2,
-                          "dw_kernels": (3, 5, 7), "dw_span": 2})]
+                          "dw_kernels": (3, 5, 7), "dw_span": 2}),
+         ("cvt_13", {"img_size": 32, "depths": (1, 1, 1), "embed_dims": (16, 32, 48), "num_heads": (1, 2, 3)})]
 
 
 def _model(name: str, kwargs: dict, seed: int = 0) -> nn.Module:
@@ -31,7 +32,7 @@ def _model(name: str, kwargs: dict, seed: int = 0) -> nn.Module:
 
 
 def _caches(model: nn.Module) -> list[FoldedWeights]:
-    return [m.folded for m in model.modules() if isinstance(getattr(m, "folded", None), FoldedWeights)]
+    return [v for m in model.modules() for v in vars(m).values() if isinstance(v, FoldedWeights)]
 
 
 def _plain(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -91,3 +92,22 @@ def test_training_mode_and_the_opt_out_keep_the_plain_path():
         set_eval_folding(model, False)
         model(x)
         assert all(c._value is None for c in _caches(model))
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[c[0] for c in CASES])
+def test_eval_mode_with_autograd_folds_and_still_reaches_every_parameter(name, kwargs):
+    """With autograd on, the folded weights are recomputed from the parameters per call (never
+    cached), so parameter gradients equal those of the unfolded modules."""
+    model = _model(name, kwargs)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        model(x)  # a cache from a no-grad call must not stand in for the parameters
+    model(x).square().mean().backward()
+    folded = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    set_eval_folding(model, False)
+    model(x).square().mean().backward()
+    plain = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert folded.keys() == plain.keys() and any("bn" in n for n in plain)
+    for n in plain:
+        torch.testing.assert_close(folded[n], plain[n], rtol=1e-4, atol=1e-6, msg=n)

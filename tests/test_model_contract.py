@@ -26,6 +26,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 import ecvit
 from ecvit.models import model_entry, set_cpu_autocast_training, set_eval_folding
+from ecvit.models.layers import restore_eval_folding
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script` is deprecated:FutureWarning",  # still part of timm's contract
@@ -152,8 +153,11 @@ def test_torchscript_matches_eager(name):
     scripted = torch.jit.script(model)
     x = _input()
     with torch.no_grad():
+        folded = model(x)
+        set_eval_folding(model, False)  # the scripted graph runs the modules as written
         torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
         torch.testing.assert_close(scripted.forward_features(x), model.forward_features(x), rtol=0, atol=0)
+    torch.testing.assert_close(folded, model(x).detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -163,14 +167,19 @@ def test_fx_feature_extraction_matches_forward(name):
     x = _input()
     with torch.no_grad():
         ref = model(x)
+        folding = set_eval_folding(model, False)
+        plain = model(x)
+        restore_eval_folding(folding)
     timm_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
-    for tracer_kwargs in (None, timm_kwargs):
+    # timm's leaves (the folding modules among them) run eagerly in the graph: bit for bit the
+    # eager output; traced through, the modules run as written: the eager output unfolded
+    for tracer_kwargs, expected in ((None, plain), (timm_kwargs, ref)):
         train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
         assert train_nodes and eval_nodes
         fx = create_feature_extractor(model, return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs)
         with torch.no_grad():
             out = list(fx(x).values())[0]
-        assert torch.equal(out, ref)
+        assert torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("name", NAMES)

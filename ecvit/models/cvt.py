@@ -26,13 +26,15 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, register_notrace_function, trunc_normal_, use_fused_attn
+from timm.layers import (DropPath, register_notrace_function, register_notrace_module, trunc_normal_,
+                         use_fused_attn)
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, tokens_to_grid
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, fold_batchnorm, folding_applies, fp32_attention,
+                                 img_size_cfg_overlay, tokens_to_grid)
 from ecvit.models.registry import register_model
 
 __all__ = ["CvT", "checkpoint_filter_fn"]
@@ -71,6 +73,7 @@ class ConvEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), height, width
 
 
+@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
 class ConvProjection(nn.Module):
     """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2."""
 
@@ -83,11 +86,32 @@ class ConvProjection(nn.Module):
         # bf16 depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX, a
         # quarter of a CvT-13 training step; benchmarks/NOTES.md).
         self.cpu_autocast_training = False
+        self.folded = FoldedWeights()
+        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpu_autocast_training and self.training:
             return self._forward_fp32(x)
+        if not torch.jit.is_scripting() and self._folds():
+            return self._forward_folded(x)
         return self.bn(self.conv(x))
+
+    @torch.jit.unused
+    def _folds(self) -> bool:
+        return isinstance(self.bn, nn.BatchNorm2d) and folding_applies(self)
+
+    @torch.jit.unused
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval mode without autograd: the BN folded into the conv as ``fuse()`` does, from
+        weights cached until they change."""
+        conv, bn = self.conv, self.bn
+        weight, bias = self.folded.get((conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
+                                       lambda: fold_batchnorm(conv.weight, None, bn))
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def train(self, mode: bool = True):
+        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
+        return super().train(mode)
 
     @torch.jit.unused
     def _forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +143,7 @@ def silu_fresh(h: torch.Tensor) -> torch.Tensor:
 torch.fx.wrap("silu_fresh")
 
 
+@register_notrace_module  # (as ConvProjection)
 class QuickGeluMlp(nn.Module):
     """The official MLP ``fc2(QuickGELU(fc1(x)))``, computed with one SiLU.
 
@@ -140,6 +165,8 @@ class QuickGeluMlp(nn.Module):
         self.drop: nn.Module = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.scale = QUICK_GELU_SCALE  # an attribute: TorchScript reads no module globals
         self.folded = False
+        self.scaled = FoldedWeights()
+        self.fold_in_eval = True  # set_eval_folding
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -154,10 +181,29 @@ class QuickGeluMlp(nn.Module):
         if self.folded:
             h = self.fc1(x)
             w2 = self.fc2.weight
+        elif not torch.jit.is_scripting() and self._scales_cached():
+            w1, b1, w2 = self._scaled_weights()
+            h = F.linear(x, w1, b1)
         else:
             h = F.linear(x, self.fc1.weight * self.scale, self.fc1.bias * self.scale)
             w2 = self.fc2.weight / self.scale
         return self.drop(F.linear(self.drop(silu_fresh(h)), w2, self.fc2.bias))
+
+    @torch.jit.unused
+    def _scales_cached(self) -> bool:
+        return folding_applies(self)
+
+    @torch.jit.unused
+    def _scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eval mode without autograd: the scaled weights ``fold()`` would bake in, cached
+        until the weights change (no per-call weight-sized work)."""
+        fc1, fc2 = self.fc1, self.fc2
+        return self.scaled.get((fc1.weight, fc1.bias, fc2.weight),
+                               lambda: (fc1.weight * self.scale, fc1.bias * self.scale, fc2.weight / self.scale))
+
+    def train(self, mode: bool = True):
+        self.scaled.clear()
+        return super().train(mode)
 
 
 def _build_projection(method: str, dim: int, kernel_size: int, stride: int, padding: int) -> nn.Module | None:

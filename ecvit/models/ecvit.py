@@ -59,7 +59,7 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 import torch.fx
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, trunc_normal_, use_fused_attn
+from timm.layers import register_notrace_function, register_notrace_module, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -105,6 +105,7 @@ class SeparableConv(nn.Module):
         return F.linear(x, self.pw.weight.flatten(1), self.pw.bias)
 
 
+@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
 class ConvBnAct(nn.Module):
     """Depthwise-separable conv -> BatchNorm -> GELU (the tokenizer's f_h / f_v, Eq. 1-2)."""
 

@@ -52,18 +52,18 @@ def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask:
 
 @torch.jit.unused
 def folding_applies(module: nn.Module) -> bool:
-    """Whether ``module`` may run with its BatchNorm folded into the neighbouring conv.
+    """Whether ``module`` runs with its BatchNorm folded into the neighbouring conv.
 
-    Folding is exact in eval mode and only safe when nothing records gradients (the folded
-    weights are derived tensors, not the parameters), so: eval mode, grad mode off, and eager
-    Python (a scripted, traced or compiled graph keeps the plain path, which it optimises
-    on its own), unless turned off with :func:`set_eval_folding`. This is what makes
-    ``model.eval()`` under ``torch.no_grad()`` or ``torch.inference_mode()`` as fast as
-    ``model.fuse()`` while the module, its ``state_dict`` and ``train()`` stay exactly as
-    they were.
+    In eval mode the folded form is the same function (exactly, up to float rounding), so
+    eval mode always runs it, in eager Python (a scripted, traced or compiled graph keeps the
+    plain path, which it optimises on its own), unless turned off with
+    :func:`set_eval_folding`. Without autograd the folded weights are cached
+    (:class:`FoldedWeights`), which makes ``model.eval()`` under ``torch.no_grad()`` or
+    ``torch.inference_mode()`` as fast as ``model.fuse()`` while the module, its
+    ``state_dict`` and ``train()`` stay exactly as they were; with autograd they are
+    recomputed per call, so gradients reach the parameters as without folding.
     """
-    return (module.fold_in_eval and not module.training and not torch.is_grad_enabled() and not _is_fx_tracing()
-            and not torch.compiler.is_compiling())
+    return module.fold_in_eval and not module.training and not _is_fx_tracing() and not torch.compiler.is_compiling()
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -94,10 +94,22 @@ class FoldedWeights:
         self._value: Any = None
 
     def get(self, sources: Sequence[torch.Tensor], build: Callable[[], Any]) -> Any:
+        """``build()``'s value: cached, or fresh (never cached) when autograd would record it."""
+        if _records_grad(sources):
+            return build()
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
         if key != self._key:
             self._value, self._key = build(), key
         return self._value
+
+
+def _records_grad(sources: Sequence[torch.Tensor]) -> bool:
+    """Whether an op on these tensors is recorded by autograd now, asked of a one-element op
+    rather than of the global grad mode (forward decides from tensors, as everywhere here)."""
+    for t in sources:
+        if t.requires_grad:
+            return bool((t.reshape(-1)[:1] * 1).requires_grad)
+    return False
 
 
 def set_eval_folding(model: nn.Module, enabled: bool) -> dict[nn.Module, bool]:

@@ -26,8 +26,8 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import (DropPath, Mlp, PatchEmbed, register_notrace_function, resample_abs_pos_embed,
-                         trunc_normal_, use_fused_attn)
+from timm.layers import (DropPath, Mlp, PatchEmbed, register_notrace_function, register_notrace_module,
+                         resample_abs_pos_embed, trunc_normal_, use_fused_attn)
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -157,6 +157,7 @@ def folded_dw_conv(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, bo
     return out + corr.permute(2, 0, 1)
 
 
+@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
 class DWShortcut(nn.Module):
     """The depth-wise shortcut of Zhang et al. (Sec. 3): GELU -> BN -> DWConv over the patch grid.
 
