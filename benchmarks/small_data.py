@@ -11,7 +11,8 @@ function of the seed and the epoch) and ``--seeds`` seeds each, then writes
     <out>/<name>.png    validation top-1 per epoch (mean, min-max band over seeds) and
                         final top-1 against MACs
 
-``<name>`` is the dataset, plus ``-<N>pct`` for ``--train-fraction`` below 1. Each run is one
+``<name>`` is the dataset, plus ``-<N>pct`` for ``--train-fraction`` below 1 and ``-<tag>`` for
+``--tag``. Each run is one
 ``ecvit train`` process in ``<work-dir>/<name>/<model>/seed<k>``; a finished run is not run
 again and an interrupted one resumes (the engine's auto-resume), so the command can be
 re-run until the study is complete. ``--jobs 2`` runs two single-thread runs side by side,
@@ -289,8 +290,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax_macs.errorbar([r["macs"]], [final], yerr=[spread], fmt="o", color=line.get_color(), capsize=3)
         ax_macs.annotate(model, (r["macs"], final), textcoords="offset points", xytext=(4, 4), fontsize=8)
     s = doc["settings"]
+    part = "" if s["train_fraction"] >= 1 else f" ({s['train_fraction'] * 100:g}% of train)"
     ax_curve.set(xlabel="epoch", ylabel="val top-1 (%)",
-                 title=f"{s['dataset']} {s['img_size']} px: mean and min-max over {s['seeds']} seeds")
+                 title=f"{s['dataset']}{part} {s['img_size']} px: mean and min-max over {s['seeds']} seeds")
     ax_curve.legend(fontsize=8)
     ax_macs.set(xscale="log", xlabel="MACs per image", ylabel="final val top-1 (%)", title="accuracy vs compute")
     for ax in (ax_curve, ax_macs):
@@ -331,6 +333,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=ROOT / "output" / "small_data",
                    help="where each run's checkpoints and logs go")
     p.add_argument("overrides", nargs="*", metavar="KEY VALUE", help="config overrides for every run")
+    p.add_argument("--tag", default="", help="appended to the study name, e.g. for another recipe: "
+                   "--tag lr3e-4 TRAIN.LR 3e-4 writes <dataset>-lr3e-4.*")
     p.add_argument("--baseline", default="",
                    help="the plain ViT every model is paired with (default: the first in --models)")
     args = p.parse_args(argv)
@@ -353,9 +357,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def study_name(args: argparse.Namespace) -> str:
-    if args.train_fraction >= 1:
-        return args.dataset
-    return f"{args.dataset}-{args.train_fraction * 100:g}pct"
+    name = args.dataset if args.train_fraction >= 1 else f"{args.dataset}-{args.train_fraction * 100:g}pct"
+    return f"{name}-{args.tag}" if args.tag else name
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_entry(entry: Callable[[Sequence[str]], int], argv: Sequence[str], capsys) -> tuple[int, str, str]:
@@ -13,3 +19,12 @@ def run_entry(entry: Callable[[Sequence[str]], int], argv: Sequence[str], capsys
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def load_script(relative_path: str, name: str) -> ModuleType:
+    """A script of the repository (e.g. ``benchmarks/compare.py``) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

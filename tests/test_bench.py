@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli_helpers import load_script
 from torch import nn
 
 from ecvit.bench import (
@@ -187,11 +186,7 @@ def test_ecvit_benchmark_cli(tmp_path, capsys):
 
 
 def _load_compare():
-    spec = importlib.util.spec_from_file_location("ecvit_compare", ROOT / "benchmarks" / "compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/compare.py", "ecvit_compare")
 
 
 @pytest.mark.slow

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from _cli_helpers import load_script
 
 
 def _load_study():
-    spec = importlib.util.spec_from_file_location("ecvit_small_data", ROOT / "benchmarks" / "small_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/small_data.py", "ecvit_small_data")
 
 
 @pytest.mark.slow

@@ -186,26 +186,28 @@ def _image_transforms(cfg: Config, mean: Stats, std: Stats) -> tuple[Callable, C
     return train_tf, eval_tf
 
 
-def _file_bundle(
-    cfg: Config,
-    train: layouts.Samples,
-    val: layouts.Samples,
-    classes: list[str],
-    mean: Stats,
-    std: Stats,
-) -> DataBundle:
+def _image_bundle(cfg: Config, train_set: Callable[[Callable], Dataset], val_set: Callable[[Callable], Dataset],
+                  classes: list[str], mean: Stats, std: Stats) -> DataBundle:
+    """Bundle of the datasets ``train_set(transform)`` / ``val_set(transform)`` with the image transforms."""
     mean, std = _stats(cfg, mean, std)
     train_tf, eval_tf = _image_transforms(cfg, mean, std)
-    skip = cfg.data.skip_bad_images
     return DataBundle(
-        train=ImageFileDataset(train, classes, train_tf, skip, cfg.data.exif_transpose),
-        val=ImageFileDataset(val, classes, eval_tf, skip, cfg.data.exif_transpose),
+        train=train_set(train_tf),
+        val=val_set(eval_tf),
         num_classes=len(classes),
         class_names=list(classes),
         mean=mean,
         std=std,
         crop_pct=cfg.data.crop_pct,
     )
+
+
+def _file_bundle(cfg: Config, train: layouts.Samples, val: layouts.Samples, classes: list[str],
+                 mean: Stats, std: Stats) -> DataBundle:
+    """Bundle for lists of image files."""
+    skip, exif = cfg.data.skip_bad_images, cfg.data.exif_transpose
+    return _image_bundle(cfg, lambda tf: ImageFileDataset(train, classes, tf, skip, exif),
+                         lambda tf: ImageFileDataset(val, classes, tf, skip, exif), classes, mean, std)
 
 
 # ---------------------------------------------------------------------------- builders
@@ -261,18 +263,9 @@ def _build_oxford_pets(cfg: Config) -> DataBundle:
 
 def _array_bundle(cfg: Config, train: tuple, val: tuple, classes: list[str],
                   mean: Stats, std: Stats) -> DataBundle:
-    """Bundle for decoded ``(images, labels)`` arrays, through the image transforms."""
-    mean, std = _stats(cfg, mean, std)
-    train_tf, eval_tf = _image_transforms(cfg, mean, std)
-    return DataBundle(
-        train=ArrayImageDataset(*train, classes, train_tf),
-        val=ArrayImageDataset(*val, classes, eval_tf),
-        num_classes=len(classes),
-        class_names=list(classes),
-        mean=mean,
-        std=std,
-        crop_pct=cfg.data.crop_pct,
-    )
+    """Bundle for decoded ``(images, labels)`` arrays."""
+    return _image_bundle(cfg, lambda tf: ArrayImageDataset(*train, classes, tf),
+                         lambda tf: ArrayImageDataset(*val, classes, tf), classes, mean, std)
 
 
 def _build_svhn(cfg: Config) -> DataBundle:
