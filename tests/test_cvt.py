@@ -503,7 +503,7 @@ def test_cpu_switch_runs_short_key_attention_and_projections_in_fp32(monkeypatch
     from ecvit.models import set_cpu_autocast_training
     from ecvit.models.cvt import ConvProjection
 
-    seen, convs = [], []
+    seen, convs, projections = [], [], []
     real_sdpa = F.scaled_dot_product_attention
 
     def spy(q, k, v, **kw):
@@ -515,15 +515,16 @@ def test_cpu_switch_runs_short_key_attention_and_projections_in_fp32(monkeypatch
     for m in model.modules():
         if isinstance(m, ConvProjection):
             m.conv.register_forward_pre_hook(lambda mod, args: convs.append(args[0].dtype))
+            m.register_forward_hook(lambda mod, args, out: projections.append(out.dtype))
     x = torch.randn(1, 3, 128, 128)  # stage keys: 16x16 = 256, 8x8 = 64, 1 + 4x4 = 17
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x).float().sum().backward()
     assert seen == [(256, torch.bfloat16, True), (64, torch.float32, False), (17, torch.float32, False)]
     assert convs == [torch.float32] * 9
-    seen.clear(), convs.clear()
+    seen.clear(), projections.clear()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        model.eval()(x)
-    assert [dtype for _, dtype, _ in seen] == [torch.bfloat16] * 3 and convs == [torch.bfloat16] * 9
+        model.eval()(x)  # (eval runs the projections' folded BatchNorm form: no call of m.conv)
+    assert [dtype for _, dtype, _ in seen] == [torch.bfloat16] * 3 and projections == [torch.bfloat16] * 9
 
 
 @pytest.mark.slow
