@@ -10,7 +10,9 @@ Compared (issue 4):
 - our ``vit_tiny`` vs timm's ``deit_tiny_patch16_224``;
 - our ``ecvit_small`` vs both peers.
 Each in fp32 and autocast (bf16 on CPU; bf16/fp16 on CUDA), inference and a training step
-(forward, cross-entropy, backward, AdamW). Our models are fused (``fuse()``) for inference.
+(forward, cross-entropy, backward, AdamW). Our models are fused (``fuse()``) for inference;
+CvT-13 and ECViT-Small are also timed for inference as a user builds them (``.eval()``, no
+``fuse()``), which should match the fused numbers since eval mode folds BatchNorm itself.
 
     python benchmarks/compare.py                      # CPU, batch 32, 224 px
     python benchmarks/compare.py --device cuda --compile
@@ -61,6 +63,9 @@ PAIRS = [
     ("ecvit vit_tiny", "timm deit_tiny_patch16_224"),
     ("ecvit ecvit_small", "transformers CvT-13"),
     ("ecvit ecvit_small", "timm deit_tiny_patch16_224"),
+    # eval mode folds BatchNorm by itself: a model as a user builds it should match fuse()
+    ("ecvit cvt_13 (as built)", "ecvit cvt_13"),
+    ("ecvit ecvit_small (as built)", "ecvit ecvit_small"),
 ]
 
 
@@ -72,6 +77,7 @@ class Impl:
     build: Callable[[], nn.Module]
     fuse: bool = False
     logits_fn: Callable[[Any], torch.Tensor] | None = None
+    infer_only: bool = False  # a second inference form of a model timed in training already
 
 
 def _hf_logits(out: Any) -> torch.Tensor:
@@ -125,6 +131,8 @@ def build_impls(img_size: int, num_classes: int = 1000) -> tuple[list[Impl], dic
         Impl("ecvit vit_tiny", lambda: copy.deepcopy(vit), fuse=True),
         Impl("timm deit_tiny_patch16_224", lambda: copy.deepcopy(deit)),
         Impl("ecvit ecvit_small", lambda: copy.deepcopy(ecv), fuse=True),
+        Impl("ecvit cvt_13 (as built)", lambda: copy.deepcopy(ours_cvt), infer_only=True),
+        Impl("ecvit ecvit_small (as built)", lambda: copy.deepcopy(ecv), infer_only=True),
     ]
     return impls, notes
 
@@ -148,6 +156,7 @@ def run_setting(
     log: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     """Interleaved repeats of every implementation for one (amp, mode) setting."""
+    impls = [i for i in impls if not (train and i.infer_only)]
     works = {
         i.name: Workload(_prepare(i, train), batch_size=args.batch_size, img_size=args.img_size,
                          amp=amp, compile=args.compile, train=train,
@@ -207,7 +216,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- Measured matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()),
         f"- Batch {cfg['batch_size']}, {cfg['img_size']} px, compile={cfg['compile']}, "
         f"channels_last={cfg['channels_last']}; {cfg['repeats']} interleaved rounds of "
-        f"{cfg['iters']} step(s) each (median of rounds), {cfg['warmup']} warm-up step(s); our models fused for inference",
+        f"{cfg['iters']} step(s) each (median of rounds), {cfg['warmup']} warm-up step(s); our models fused for inference "
+        "(`fuse()`), and also timed as built (eval mode, no fuse(): BatchNorm folded by the modules themselves)",
         f"- CvT-13 weights: {report['notes']['cvt13_weights']} (max |logit diff| "
         f"{report['notes']['cvt13_max_abs_logit_diff']:.1e} with QuickGELU swapped into a copy of "
         "transformers' model; it is timed as shipped, with exact GELU)",

@@ -203,15 +203,18 @@ def test_compare_smoke_runs_all_peers(tmp_path):
     md = (tmp_path / "cpu.md").read_text()
     names = {"ecvit cvt_13", "transformers CvT-13", "ecvit vit_tiny", "timm deit_tiny_patch16_224",
              "ecvit ecvit_small"}
+    as_built = {"ecvit cvt_13 (as built)", "ecvit ecvit_small (as built)"}  # inference only
     assert set(report["results"]) == {"bf16 infer", "bf16 train"}
+    assert set(report["results"]["bf16 infer"]["models"]) == names | as_built
+    assert set(report["results"]["bf16 train"]["models"]) == names
     for setting in report["results"].values():
-        assert set(setting["models"]) == names
         for r in setting["models"].values():
             assert r["throughput_img_s"] > 0 and len(r["throughput_rounds"]) == 2
     # Same weights: our CvT-13 with transformers' weights computes the same function.
     assert report["notes"]["cvt13_max_abs_logit_diff"] < 1e-3
     assert set(report["matmul_peak_gflop_s"]) == {"float32", "bfloat16"}
     assert "ecvit cvt_13 vs transformers CvT-13" in md and report["machine"]["cpu"] in md
+    assert "| ecvit ecvit_small (as built) vs ecvit ecvit_small | " in md
     assert report["machine"]["torch_threads"] == 1
     # The targets table: twice transformers' bf16 inference throughput is what cvt_13 needs.
     peer = report["results"]["bf16 infer"]["models"]["transformers CvT-13"]["throughput_img_s"]
