@@ -33,7 +33,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, fold_batchnorm, folding_applies, fp32_attention,
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies, fp32_attention,
                                  img_size_cfg_overlay, tokens_to_grid)
 from ecvit.models.registry import register_model
 
@@ -74,7 +74,7 @@ class ConvEmbed(nn.Module):
 
 
 @register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class ConvProjection(nn.Module):
+class ConvProjection(FoldsInEval):
     """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2."""
 
     def __init__(self, dim: int, kernel_size: int, stride: int, padding: int | None = None) -> None:
@@ -86,8 +86,6 @@ class ConvProjection(nn.Module):
         # bf16 depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX, a
         # quarter of a CvT-13 training step; benchmarks/NOTES.md).
         self.cpu_autocast_training = False
-        self.folded = FoldedWeights()
-        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpu_autocast_training and self.training:
@@ -108,10 +106,6 @@ class ConvProjection(nn.Module):
         weight, bias = self.folded.get((conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
                                        lambda: fold_batchnorm(conv.weight, None, bn))
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-    def train(self, mode: bool = True):
-        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
-        return super().train(mode)
 
     @torch.jit.unused
     def _forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,7 +138,7 @@ torch.fx.wrap("silu_fresh")
 
 
 @register_notrace_module  # (as ConvProjection)
-class QuickGeluMlp(nn.Module):
+class QuickGeluMlp(FoldsInEval):
     """The official MLP ``fc2(QuickGELU(fc1(x)))``, computed with one SiLU.
 
     QuickGELU(z) = z * sigmoid(1.702 z) = SiLU(1.702 z) / 1.702, so fc1 runs with its weight
@@ -164,21 +158,19 @@ class QuickGeluMlp(nn.Module):
         # official Mlp: dropout after the activation and after fc2 (no parameters, no state)
         self.drop: nn.Module = nn.Dropout(drop) if drop > 0 else nn.Identity()
         self.scale = QUICK_GELU_SCALE  # an attribute: TorchScript reads no module globals
-        self.folded = False
-        self.scaled = FoldedWeights()
-        self.fold_in_eval = True  # set_eval_folding
+        self.scales_baked = False
 
     @torch.no_grad()
     def fold(self) -> None:
         """Bake the 1.702 scales into fc1 and fc2 (the state dict then differs from the official one)."""
-        if not self.folded:
+        if not self.scales_baked:
             self.fc1.weight.mul_(self.scale)
             self.fc1.bias.mul_(self.scale)
             self.fc2.weight.div_(self.scale)
-            self.folded = True
+            self.scales_baked = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.folded:
+        if self.scales_baked:
             h = self.fc1(x)
             w2 = self.fc2.weight
         elif not torch.jit.is_scripting() and self._scales_cached():
@@ -198,12 +190,8 @@ class QuickGeluMlp(nn.Module):
         """Eval mode without autograd: the scaled weights ``fold()`` would bake in, cached
         until the weights change (no per-call weight-sized work)."""
         fc1, fc2 = self.fc1, self.fc2
-        return self.scaled.get((fc1.weight, fc1.bias, fc2.weight),
+        return self.folded.get((fc1.weight, fc1.bias, fc2.weight),
                                lambda: (fc1.weight * self.scale, fc1.bias * self.scale, fc2.weight / self.scale))
-
-    def train(self, mode: bool = True):
-        self.scaled.clear()
-        return super().train(mode)
 
 
 def _build_projection(method: str, dim: int, kernel_size: int, stride: int, padding: int) -> nn.Module | None:

@@ -65,7 +65,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, fold_batchnorm, folding_applies,
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies,
                                  fp32_attention, img_size_cfg_overlay)
 from ecvit.models.registry import register_model
 
@@ -106,7 +106,7 @@ class SeparableConv(nn.Module):
 
 
 @register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class ConvBnAct(nn.Module):
+class ConvBnAct(FoldsInEval):
     """Depthwise-separable conv -> BatchNorm -> GELU (the tokenizer's f_h / f_v, Eq. 1-2)."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel: tuple[int, int],
@@ -115,8 +115,6 @@ class ConvBnAct(nn.Module):
         self.conv = SeparableConv(in_chs, out_chs, kernel, stride, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = nn.GELU()
-        self.folded = FoldedWeights()
-        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and self._folds():
@@ -126,10 +124,6 @@ class ConvBnAct(nn.Module):
     @torch.jit.unused
     def _folds(self) -> bool:
         return isinstance(self.bn, nn.BatchNorm2d) and folding_applies(self)
-
-    def train(self, mode: bool = True):
-        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
-        return super().train(mode)
 
     @torch.jit.unused
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,20 @@ def _records_grad(sources: Sequence[torch.Tensor]) -> bool:
     return False
 
 
+class FoldsInEval(nn.Module):
+    """Base of the modules whose eval form folds a BatchNorm (see :func:`folding_applies`):
+    their weight cache, cleared on every mode change, and the ``set_eval_folding`` flag."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folded = FoldedWeights()
+        self.fold_in_eval = True
+
+    def train(self, mode: bool = True):
+        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
+        return super().train(mode)
+
+
 def set_eval_folding(model: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
     """Let (default) or stop the BatchNorm folding of eval-mode, no-grad forward passes.
 

@@ -32,7 +32,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldedWeights, folding_applies, fp32_attention,
+from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, folding_applies, fp32_attention,
                                  img_size_cfg_overlay, tokens_to_grid)
 from ecvit.models.registry import register_model
 
@@ -130,7 +130,6 @@ class FusedDWConv(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, border: torch.Tensor) -> None:
         super().__init__()
-        self.kernel_size = weight.shape[-1]
         self.weight = nn.Parameter(weight, requires_grad=False)  # [C, 1, K, K]
         self.bias = nn.Parameter(bias, requires_grad=False)  # [C]
         self.border = nn.Parameter(border, requires_grad=False)  # [C, K, K]
@@ -158,7 +157,7 @@ def folded_dw_conv(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, bo
 
 
 @register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class DWShortcut(nn.Module):
+class DWShortcut(FoldsInEval):
     """The depth-wise shortcut of Zhang et al. (Sec. 3): GELU -> BN -> DWConv over the patch grid.
 
     Several kernels give parallel branches whose outputs are summed (the paper's multi-kernel
@@ -169,8 +168,6 @@ class DWShortcut(nn.Module):
         super().__init__()
         self.act = nn.GELU()
         self.branches = nn.ModuleList(DWBranch(dim, k) for k in kernels)
-        self.folded = FoldedWeights()
-        self.fold_in_eval = True  # set_eval_folding
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         # GELU on the sliced patch tokens makes the one necessary copy; the [B, C, H, W] view
@@ -187,10 +184,6 @@ class DWShortcut(nn.Module):
     @torch.jit.unused
     def _folds(self) -> bool:
         return not isinstance(self.branches[0], FusedDWConv) and folding_applies(self)
-
-    def train(self, mode: bool = True):
-        self.folded.clear()  # BatchNorm statistics may change in training (FoldedWeights)
-        return super().train(mode)
 
     @torch.jit.unused
     def _forward_folded(self, z: torch.Tensor) -> torch.Tensor:
