@@ -143,8 +143,8 @@ def run_all(runs: list[Run], jobs: int, threads: int) -> int:
         while todo and len(active) < jobs:
             run = todo.pop(0)
             run.dir.mkdir(parents=True, exist_ok=True)
-            log = open(run.dir / "study.log", "a")
-            proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            with open(run.dir / "study.log", "a") as log:  # the child keeps its own copy
+                proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             active.append((run, proc, len(run.history())))
         time.sleep(POLL_SECONDS)
         still = []
