@@ -100,8 +100,8 @@ class ConvProjection(FoldsInEval):
 
     @torch.jit.unused
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval mode without autograd: the BN folded into the conv as ``fuse()`` does, from
-        weights cached until they change."""
+        """Eval mode: the BN folded into the conv as ``fuse()`` does (weights cached while
+        autograd records nothing, see FoldedWeights)."""
         conv, bn = self.conv, self.bn
         weight, bias = self.folded.get((conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
                                        lambda: fold_batchnorm(conv.weight, None, bn))
@@ -173,7 +173,7 @@ class QuickGeluMlp(FoldsInEval):
         if self.scales_baked:
             h = self.fc1(x)
             w2 = self.fc2.weight
-        elif not torch.jit.is_scripting() and self._scales_cached():
+        elif not torch.jit.is_scripting() and self._folds():
             w1, b1, w2 = self._scaled_weights()
             h = F.linear(x, w1, b1)
         else:
@@ -182,13 +182,13 @@ class QuickGeluMlp(FoldsInEval):
         return self.drop(F.linear(self.drop(silu_fresh(h)), w2, self.fc2.bias))
 
     @torch.jit.unused
-    def _scales_cached(self) -> bool:
+    def _folds(self) -> bool:
         return folding_applies(self)
 
     @torch.jit.unused
     def _scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Eval mode without autograd: the scaled weights ``fold()`` would bake in, cached
-        until the weights change (no per-call weight-sized work)."""
+        """Eval mode: the scaled weights ``fold()`` would bake in, cached while autograd records
+        nothing (no per-call weight-sized work; see FoldedWeights)."""
         fc1, fc2 = self.fc1, self.fc2
         return self.folded.get((fc1.weight, fc1.bias, fc2.weight),
                                lambda: (fc1.weight * self.scale, fc1.bias * self.scale, fc2.weight / self.scale))

@@ -127,8 +127,8 @@ class ConvBnAct(FoldsInEval):
 
     @torch.jit.unused
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval mode without autograd: the BN folded into the pointwise conv (what ``fuse()``
-        makes permanent), from weights cached until they change."""
+        """Eval mode: the BN folded into the pointwise conv (what ``fuse()`` makes permanent;
+        weights cached while autograd records nothing, see FoldedWeights)."""
         bn, pw = self.bn, self.conv.pw
         weight, bias = self.folded.get(
             (pw.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),

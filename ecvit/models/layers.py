@@ -63,7 +63,8 @@ def folding_applies(module: nn.Module) -> bool:
     ``state_dict`` and ``train()`` stay exactly as they were; with autograd they are
     recomputed per call, so gradients reach the parameters as without folding.
     """
-    return module.fold_in_eval and not module.training and not _is_fx_tracing() and not torch.compiler.is_compiling()
+    return (module.fold_in_eval and not module.training and not _is_fx_tracing()
+            and not torch.compiler.is_compiling())
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
@@ -127,7 +128,7 @@ class FoldsInEval(nn.Module):
 
 
 def set_eval_folding(model: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
-    """Let (default) or stop the BatchNorm folding of eval-mode, no-grad forward passes.
+    """Let (default) or stop the BatchNorm folding of eval-mode forward passes.
 
     Sets the ``fold_in_eval`` attribute of every submodule that has one and returns the
     previous values (``restore_eval_folding`` puts them back). Off, such a forward runs the

@@ -187,8 +187,8 @@ class DWShortcut(FoldsInEval):
 
     @torch.jit.unused
     def _forward_folded(self, z: torch.Tensor) -> torch.Tensor:
-        """Eval mode without autograd: the branches folded as ``fuse()`` folds them, from
-        kernels cached until the weights change."""
+        """Eval mode: the branches folded as ``fuse()`` folds them (kernels cached while
+        autograd records nothing, see FoldedWeights)."""
         sources = [t for br in self.branches
                    for t in (br.conv.weight, br.conv.bias, br.bn.weight, br.bn.bias, br.bn.running_mean,
                              br.bn.running_var)]
