@@ -73,8 +73,10 @@ class DataConfig:
     crop_pct: float | None = None  # eval resize = img_size / crop_pct, then center crop; None: the model's
     in_chans: int = 3  # 1: grey datasets (mnist, fashion-mnist) feed one channel; 3: RGB (weights transfer)
     train_fraction: float = 1.0  # <1: a class-stratified subset of the training split (fixed seed)
-    train_split: str = "train"  # ``folder``: the training subfolder of DATA.ROOT
-    val_split: str = "val"  # ``folder``: the validation subfolder of DATA.ROOT
+    train_split: str = "train"  # ``folder``: the training subfolder of DATA.ROOT; wds/hfds/torch/csv: the split
+    val_split: str = "val"  # ``folder``: the validation subfolder of DATA.ROOT; wds/hfds/torch/csv: the split
+    input_key: str = ""  # hfds: the image column (default "image"); wds: image extensions (default "jpg;png;webp")
+    target_key: str = ""  # hfds: the label column (default "label"); wds: a field of KEY.json (default: KEY.cls)
     split: str = "official"  # ``oxford-pets``: official trainval/test, or random 80/20 of list.txt
     split_seed: int = 0  # seed of DATA.SPLIT random (fixed, not the run's SEED)
     crop_mode: str = "center"  # eval: "center" (resize short side, crop) or "squash" (resize to size x size)

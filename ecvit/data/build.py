@@ -21,6 +21,10 @@ The grey datasets (mnist, fashion-mnist) are repeated to three channels, so RGB 
 transfer; ``DATA.IN_CHANS 1`` feeds them as one channel to a model built with ``in_chans=1``.
 ``DATA.TRAIN_FRACTION f`` keeps a class-stratified fraction ``f`` of any training split,
 the same images for every run seed (:data:`SUBSET_SEED`), for small-data studies.
+
+Besides these names, ``wds/NAME``, ``hfds/NAME``, ``torch/NAME`` and ``csv`` open the data
+sources of :mod:`ecvit.data.sources` (webdataset shards, Hugging Face datasets, torchvision
+datasets on disk, CSV lists), with ImageNet statistics unless the model or DATA.MEAN/STD say otherwise.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from pathlib import Path
 from typing import Callable
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from ecvit.config import Config
-from ecvit.data import cifar, idx, layouts, svhn
+from ecvit.data import cifar, idx, layouts, sources, svhn
 from ecvit.data.samples import ArrayImageDataset, ImageFileDataset, LabelledSubset
 from ecvit.data.synthetic import DigitsDataset, SimulatedDataset, load_digits_split
 from ecvit.data.transforms import TensorTransform, build_eval_transform, build_train_transform
@@ -80,13 +84,17 @@ class DataBundle:
 
 
 def canonical_dataset_name(name: str) -> str:
-    """``"CIFAR10"``, ``"tiny_imagenet"`` -> an entry of :data:`DATASETS`, else a DataError."""
+    """``"CIFAR10"``, ``"tiny_imagenet"`` -> an entry of :data:`DATASETS` (``wds/...``, ``hfds/...``,
+    ``torch/...``, ``csv``: a source of :mod:`ecvit.data.sources`), else a DataError."""
+    if sources.is_source(name):
+        return sources.canonical_source_name(name)
     key = name.strip().lower().replace("_", "-")
     if key in DATASETS:
         return key
     close = difflib.get_close_matches(key, DATASETS, n=1, cutoff=0.5)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint}; choose from {', '.join(DATASETS)}")
+    raise DataError(f"unknown dataset {name!r}{hint}; choose from {', '.join(DATASETS)}, or a source "
+                    "wds/NAME, hfds/NAME, torch/NAME, csv")
 
 
 def build_datasets(cfg: Config) -> DataBundle:
@@ -107,8 +115,11 @@ def build_datasets(cfg: Config) -> DataBundle:
     if cfg.data.in_chans != 3 and name not in GREY_DATASETS:
         raise DataError(f"DATA.IN_CHANS {cfg.data.in_chans}: one-channel input is for the grey "
                         f"datasets ({', '.join(GREY_DATASETS)}); {name} feeds 3 channels")
-    bundle = _BUILDERS[name](cfg)
+    bundle = _build_source(cfg, name) if sources.is_source(name) else _BUILDERS[name](cfg)
     if cfg.data.train_fraction < 1.0:
+        if isinstance(bundle.train, IterableDataset):
+            raise DataError(f"DATA.TRAIN_FRACTION {cfg.data.train_fraction}: {name} streams its shards, so "
+                            "a subset is made by writing shards of it (map-style sources take a fraction)")
         bundle.train = train_subset(bundle.train, cfg.data.train_fraction)
     return bundle
 
@@ -211,6 +222,11 @@ def _file_bundle(cfg: Config, train: layouts.Samples, val: layouts.Samples, clas
 
 
 # ---------------------------------------------------------------------------- builders
+
+
+def _build_source(cfg: Config, name: str) -> DataBundle:
+    source = sources.open_source(cfg, name)
+    return _image_bundle(cfg, source.train, source.val, source.classes, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 def _build_simulated(cfg: Config) -> DataBundle:

@@ -4,16 +4,22 @@ Training shuffles with ``DistributedSampler`` (also in one process) seeded by
 ``seed + epoch``, so the order of any epoch is a pure function of the seed and the epoch:
 a resumed run sees exactly the batches an uninterrupted run would. Evaluation gives rank
 r the samples r, r+W, ... with no padding, so every sample counts exactly once.
+
+Streamed webdataset shards (:class:`~ecvit.data.sources.ShardedWebDataset`) need no sampler:
+each rank reads its own shards (see there), the same number of batches on every rank, and
+the epoch number reseeds their shuffle. A mid-epoch resume of such a source reads past the
+batches already trained on (the shuffle buffer makes them the same count, not the same images).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ecvit.config import Config
 from ecvit.engine.distributed import DistInfo, shard_indices
@@ -36,9 +42,12 @@ class TrainLoader:
 
         self.seed = cfg.seed
         self.rank = info.rank
-        self.sampler = train_sampler(dataset, cfg, info)
-        self.generator = torch.Generator()
         workers = cfg.data.workers
+        streamed = isinstance(dataset, IterableDataset)
+        if streamed:
+            dataset = dataset.for_rank(info.rank, info.world_size, workers)
+        self.sampler = None if streamed else train_sampler(dataset, cfg, info)
+        self.generator = torch.Generator()
         self.batch_size = cfg.train.batch_size
         self.options = dict(
             batch_size=cfg.train.batch_size, num_workers=workers, collate_fn=train_collate(cfg, collate_batch),
@@ -58,13 +67,15 @@ class TrainLoader:
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator:
         """Batches of ``epoch`` (0-based), from batch ``skip_batches`` on.
 
-        Skipped batches are never loaded (no image read, no RNG drawn), so a run resumed from
+        Skipped batches of a map-style dataset are never loaded (no image read, no RNG drawn), so a run resumed from
         a mid-epoch checkpoint sees exactly the batches the uninterrupted run saw next.
         """
-        self.sampler.set_epoch(epoch)
+        (self.dataset if self.sampler is None else self.sampler).set_epoch(epoch)
         self.generator.manual_seed(self.seed + 1_000_003 * self.rank + epoch)
         if not skip_batches:
             return iterate(self.loader)
+        if self.sampler is None:  # a stream cannot seek: read past the batches already done
+            return itertools.islice(iterate(self.loader), skip_batches, None)
         rest = list(self.sampler)[skip_batches * self.batch_size:]
         return iterate(DataLoader(self.dataset, sampler=rest, **self.options))
 
@@ -82,7 +93,10 @@ def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:
     """Sequential batches over this rank's exact shard of ``dataset``."""
     from ecvit.data import collate_batch
 
-    shard = Subset(dataset, shard_indices(len(dataset), info))
+    if isinstance(dataset, IterableDataset):
+        shard = dataset.for_rank(info.rank, info.world_size, cfg.data.workers)
+    else:
+        shard = Subset(dataset, shard_indices(len(dataset), info))
     return DataLoader(shard, batch_size=cfg.test.batch_size, shuffle=False,
                       num_workers=cfg.data.workers, collate_fn=collate_batch,
                       pin_memory=info.device.type == "cuda" and cfg.data.pin_memory)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,8 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     _resolve_data_settings(cfg)
     _check_augment(cfg)
     data = build_datasets(cfg)
+    if training:
+        _check_streamed(cfg, data.train)
     cfg.data.mean, cfg.data.std = [float(v) for v in data.mean], [float(v) for v in data.std]
     num_classes = int(data.num_classes)
     if num_classes < 2:
@@ -272,6 +275,22 @@ def _resolve_data_settings(cfg: Config) -> None:
             d.mean = [float(v) for v in pcfg["mean"]]
         if not d.std and pcfg.get("std"):
             d.std = [float(v) for v in pcfg["std"]]
+
+
+def _check_streamed(cfg: Config, train_set: Any) -> None:
+    """A streamed source (webdataset shards) has no indices to sample, and each process and
+    loader worker reads shards of its own: refuse what cannot work now, not at the first batch."""
+    from torch.utils.data import IterableDataset
+
+    from ecvit.engine.distributed import launched_by_torchrun
+
+    if not isinstance(train_set, IterableDataset):
+        return
+    if cfg.data.sampler != "default":
+        raise UsageError(f"DATA.SAMPLER {cfg.data.sampler}: {cfg.data.dataset} streams its shards in "
+                         "shuffled order; the samplers are for map-style datasets")
+    world = int(os.environ.get("WORLD_SIZE", "1")) if launched_by_torchrun() else 1
+    train_set.check_world(world, cfg.data.workers)
 
 
 RAND_AUGMENT_PART = re.compile(r"(mstd|mmax|inc|m|n|p|w)(\d+(\.\d+)?|inf)")
