@@ -145,7 +145,9 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          "has a different class count", None, commands=(TRAIN,)),
     # data
     Flag("--dataset", "DATA.DATASET", "simulated, digits, folder, cifar10, cifar100, "
-         "tiny-imagenet or oxford-pets", metavar="NAME"),
+         "tiny-imagenet, oxford-pets, svhn, mnist, fashion-mnist; or a source: wds/NAME "
+         "(webdataset shards in --data-path), hfds/NAME (Hugging Face dataset), torch/NAME "
+         "(torchvision dataset on disk), csv (train.csv/val.csv of path,label lines)", metavar="NAME"),
     Flag("--data-path", "DATA.ROOT", "dataset root folder", metavar="DIR",
          default_text="the dataset's default"),
     Flag("--img-size", "DATA.IMG_SIZE", "input image size in pixels (a checkpoint written by "
