@@ -186,6 +186,10 @@ def test_wds_ranks_read_disjoint_shards_that_cover_the_split(tmp_path):
         assert sorted(train[0] + train[1]) == list(range(TRAIN_N))
         assert not set(val[0]) & set(val[1])
         assert sorted(val[0] + val[1]) == list(range(TRAIN_N, TRAIN_N + VAL_N))
+    # more ranks than validation shards: the third rank reads nothing, nothing is read twice
+    val = [[i for x, _, _ in eval_loader(bundle.val, cfg, DistInfo(r, 3, r, torch.device("cpu")))
+            for i in _indices(x, bundle.mean, bundle.std)] for r in range(3)]
+    assert sorted(val[0] + val[1]) == list(range(TRAIN_N, TRAIN_N + VAL_N)) and val[2] == []
 
 
 def test_wds_problems_name_the_path_or_key(tmp_path):

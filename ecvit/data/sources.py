@@ -419,6 +419,8 @@ class ShardedWebDataset(IterableDataset):
         from timm.data import create_dataset
 
         self.check_world(world_size, workers)
+        if not self.training and rank >= len(self.split.shards):
+            return _NoShards()  # more ranks than validation shards: this one has none to read
         ds = create_dataset(self.name, root=str(self.root), split=self.split.arg, is_training=self.training,
                             batch_size=self.batch_size, seed=self.seed, transform=self.transform,
                             input_key=self.input_key, target_key=self.target_key)
@@ -437,6 +439,14 @@ class ShardedWebDataset(IterableDataset):
             reader.dist_rank, reader.dist_num_replicas = 0, 1
         ds.set_loader_cfg(num_workers=workers)
         return ds
+
+
+class _NoShards(IterableDataset):
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _read_wds_info(root: Path, name: str) -> dict[str, Any]:

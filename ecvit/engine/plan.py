@@ -148,7 +148,8 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     resume = ResumePlan()
     if training:
         check_output_dir(cfg.output_dir, "OUTPUT_DIR")
-        check_unlocked(cfg.output_dir)
+        if int(os.environ.get("RANK", "0")) == 0:  # other ranks would find the lock their rank 0 took
+            check_unlocked(cfg.output_dir)
         resume = _resume_plan(cfg, num_classes)
     return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,
                    class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
