@@ -173,13 +173,18 @@ class DWShortcut(FoldsInEval):
         # GELU on the sliced patch tokens makes the one necessary copy; the [B, C, H, W] view
         # of it is channels-last, which the BN and depthwise conv take without copying.
         z = tokens_to_grid(self.act(x[:, 1:]), grid[0], grid[1])
+        return self.forward_branches(z).flatten(2).transpose(1, 2)
+
+    def forward_branches(self, z: torch.Tensor) -> torch.Tensor:
+        """The summed branches (folded in eval) on an activated ``[B, C, H, W]`` map; subclasses
+        for other token layouts (Swin's ``[B, H, W, C]`` maps) share it."""
         if not torch.jit.is_scripting() and self._folds():
-            return self._forward_folded(z).flatten(2).transpose(1, 2)
+            return self._forward_folded(z)
         out = self.branches[0](z)
         for i, branch in enumerate(self.branches):  # (TorchScript cannot slice a ModuleList)
             if i > 0:
                 out = out + branch(z)
-        return out.flatten(2).transpose(1, 2)
+        return out
 
     @torch.jit.unused
     def _folds(self) -> bool:
