@@ -255,6 +255,8 @@ def test_csv_problems_name_the_file_and_line(tmp_path):
 
 
 def test_hfds_save_to_disk_folder(tmp_path, hf_offline):
+    import datasets
+
     folder = tmp_path / "saved"
     _hf_dataset_dict().save_to_disk(str(folder))
     bundle = build_datasets(_cfg(f"hfds/{folder}"))  # DATA.VAL_SPLIT val finds "validation"
@@ -263,6 +265,14 @@ def test_hfds_save_to_disk_folder(tmp_path, hf_offline):
         (i, _label(i)) for i in range(TRAIN_N, TRAIN_N + VAL_N)]
     with pytest.raises(DataError, match=r"no column 'img' \(DATA.INPUT_KEY\); its columns are: image, label"):
         build_datasets(_cfg(f"hfds/{folder}", "", "DATA.INPUT_KEY", "img"))
+    # plain integer labels (no ClassLabel) in other columns: classes 0..max, a stratified fraction
+    plain = _hf_dataset_dict().rename_columns({"image": "picture", "label": "y"})
+    plain = plain.cast_column("y", datasets.Value("int64"))
+    plain.save_to_disk(str(tmp_path / "plain"))
+    bundle = build_datasets(_cfg(f"hfds/{tmp_path / 'plain'}", "", "DATA.INPUT_KEY", "picture",
+                                 "DATA.TARGET_KEY", "y", "DATA.TRAIN_FRACTION", "0.5"))
+    assert bundle.class_names == ["0", "1"] and len(bundle.train) == TRAIN_N // 2
+    assert all(_label(i) == y for i, y in _all_items(bundle.train, bundle.mean, bundle.std))
 
 
 def test_hfds_hub_name_from_an_offline_cache(tmp_path, hf_offline):

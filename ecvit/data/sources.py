@@ -135,12 +135,15 @@ def _class_names(count: int) -> list[str]:
 
 
 class LabelledSource(Dataset):
-    """A map-style timm/torchvision dataset with ``classes`` and, read on first use,
-    ``targets`` (for DATA.TRAIN_FRACTION's stratified subset)."""
+    """A map-style timm/torchvision dataset (opened without a transform) with ``transform``
+    applied to its images, ``classes`` and, read on first use, ``targets`` (for
+    DATA.TRAIN_FRACTION's stratified subset)."""
 
-    def __init__(self, dataset: Dataset, classes: list[str], targets: Callable[[], list[int]]) -> None:
+    def __init__(self, dataset: Dataset, classes: list[str], targets: Callable[[], Any],
+                 transform: Transform) -> None:
         self.dataset = dataset
         self.classes = list(classes)
+        self.transform = transform
         self._targets_fn = targets
         self._targets: list[int] | None = None
 
@@ -155,7 +158,15 @@ class LabelledSource(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, label = self.dataset[index][:2]
-        return image, int(label)
+        return self.transform(image), int(label)
+
+
+def _labelled(datasets: dict[str, Dataset], classes: list[str],
+              targets: Callable[[Dataset], Callable[[], Any]]) -> Source:
+    """A Source of the two opened splits (train first), each wrapped with its transform."""
+    train, val = datasets.values()
+    return Source(lambda tf: LabelledSource(train, classes, targets(train), tf),
+                  lambda tf: LabelledSource(val, classes, targets(val), tf), classes)
 
 
 # ------------------------------------------------------------------------------ csv
@@ -228,31 +239,23 @@ def _open_torch(cfg: Config, name: str) -> Source:
 
     root = _root(cfg, name)
 
-    def make(split: str, tf: Transform | None) -> Dataset:
+    def make(split: str) -> Dataset:
         try:
-            return create_dataset(name, root=str(root), split=split, download=False, transform=tf)
+            return create_dataset(name, root=str(root), split=split, download=False)
         except (RuntimeError, OSError, AssertionError, ValueError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"{name}: torchvision cannot open its {split} split under {root} "
                             f"({detail}); the files must be there in torchvision's layout "
                             "(nothing is downloaded)") from None
 
-    probe = make(cfg.data.train_split, None)
-    make(cfg.data.val_split, None)  # fail now, not after the first epoch
-    classes = [str(c) for c in getattr(probe, "classes", [])]
-    targets = getattr(probe, "targets", None)
+    opened = {"train": make(cfg.data.train_split), "val": make(cfg.data.val_split)}
+    classes = [str(c) for c in getattr(opened["train"], "classes", [])]
     if not classes:
+        targets = getattr(opened["train"], "targets", None)
         if targets is None:
             raise DataError(f"{name}: the dataset under {root} names no classes")
         classes = _class_names(int(max(int(t) for t in targets)) + 1)
-
-    def wrap(split: str) -> Callable[[Transform], Dataset]:
-        def build(tf: Transform) -> Dataset:
-            ds = make(split, tf)
-            return LabelledSource(ds, classes, lambda: list(getattr(ds, "targets")))
-        return build
-
-    return Source(wrap(cfg.data.train_split), wrap(cfg.data.val_split), classes)
+    return _labelled(opened, classes, lambda ds: lambda: list(getattr(ds, "targets")))
 
 
 # ----------------------------------------------------------------------------- hfds
@@ -293,30 +296,21 @@ def _open_hfds(cfg: Config, name: str) -> Source:
         if features is not None and key not in features:
             raise DataError(f"{name}: no column {key!r} ({what}); its columns are: {', '.join(features)}")
 
-    def make(split: str, tf: Transform | None) -> Dataset:
+    def make(split: str) -> Dataset:
         from timm.data import ImageDataset, create_dataset
 
         try:
             if saved is not None:
-                return ImageDataset(None, reader=HfDatasetReader(saved[split], image_key, label_key), transform=tf)
-            return create_dataset(name, root=cache, split=split, input_key=image_key,
-                                  target_key=label_key, transform=tf)
+                return ImageDataset(None, reader=HfDatasetReader(saved[split], image_key, label_key))
+            return create_dataset(name, root=cache, split=split, input_key=image_key, target_key=label_key)
         except Exception as exc:  # datasets' errors (unknown split, bad files): one line
             raise DataError(f"{name}: cannot open split {split!r} ({_first_line(exc)})") from None
 
-    probe = make(train_split, None)
-    classes = list(probe.reader.class_to_idx)
+    opened = {"train": make(train_split), "val": make(val_split)}
+    classes = [str(c) for c in opened["train"].reader.class_to_idx]
     if not classes:  # an integer label column: classes 0..max over both splits
-        top = max(max(probe.reader.iter_targets()), max(make(val_split, None).reader.iter_targets()))
-        classes = _class_names(int(top) + 1)
-
-    def wrap(split: str) -> Callable[[Transform], Dataset]:
-        def build(tf: Transform) -> Dataset:
-            ds = make(split, tf)
-            return LabelledSource(ds, classes, ds.reader.iter_targets)
-        return build
-
-    return Source(wrap(train_split), wrap(val_split), classes)
+        classes = _class_names(1 + max(max(ds.reader.iter_targets()) for ds in opened.values()))
+    return _labelled(opened, classes, lambda ds: ds.reader.iter_targets)
 
 
 def _first_line(exc: BaseException) -> str:
