@@ -179,6 +179,7 @@ def test_wds_ranks_read_disjoint_shards_that_cover_the_split(tmp_path):
             info = DistInfo(rank, 2, rank, torch.device("cpu"))
             loader = TrainLoader(bundle.train, cfg, info, drop_last=False)
             assert len(loader) == 2  # 16 samples / 2 ranks / batch 4: the same count on both ranks
+            assert len(list(loader.epoch(epoch, skip_batches=1))) == 1  # a mid-epoch resume reads on
             train.append([i for x, _, _ in loader.epoch(epoch) for i in _indices(x, bundle.mean, bundle.std)])
             val.append([i for x, _, _ in eval_loader(bundle.val, cfg, info)
                         for i in _indices(x, bundle.mean, bundle.std)])
