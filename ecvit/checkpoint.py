@@ -162,12 +162,88 @@ def describe_unreadable(head: bytes, exc: BaseException | None = None) -> str:
         if isinstance(exc, (EOFError, pickle.UnpicklingError)) and len(head) < 4096:
             return "the file is truncated (a pickle that ends early)"
         return "a damaged legacy (pickle) checkpoint"
-    if head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head):
+    if looks_like_onnx(head):
         return "it is an ONNX model (run it with onnxruntime), not a checkpoint"
+    image = image_format(head)
+    if image:
+        return f"it is a {image} image, not a checkpoint"
     if _is_text(head):
         shown = head[:40].decode("utf-8", "replace").splitlines()[0] if head.strip() else ""
         return f"it is a text file, not a checkpoint (it starts {shown!r})"
     return f"not a checkpoint (unrecognised content starting with bytes {head[:8].hex(' ')})"
+
+
+def looks_like_onnx(head: bytes) -> bool:
+    """An ONNX ``ModelProto``: field 1 (ir_version) first, a producer or graph soon after."""
+    return head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head)
+
+
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
+                (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def image_format(head: bytes) -> str | None:
+    """``"PNG"``, ``"JPEG"`` ... when the first bytes are an image file's signature."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _IMAGE_MAGIC if head.startswith(magic)), None)
+
+
+def file_kind(path: str | Path) -> str:
+    """What a file handed over as a model is, from its first bytes (a zip: its member names).
+
+    ``"directory"``, ``"missing"``, ``"empty"``, ``"safetensors"``, ``"onnx"``,
+    ``"torchscript"``, ``"torch"`` (a zip or legacy pickle checkpoint), ``"image"``,
+    ``"text"`` or ``"unknown"``: front ends that accept more than checkpoints (``predict``
+    runs ONNX files) pick their reader by it, and name what a wrong file is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "directory"
+    if not path.exists():
+        return "missing"
+    head = _head(path)
+    if not head:
+        return "empty"
+    if path.suffix == ".safetensors" or looks_like_safetensors(head):
+        return "safetensors"
+    if looks_like_onnx(head):
+        return "onnx"
+    if head.startswith(b"PK\x03\x04"):
+        return "torchscript" if _is_torchscript(path) else "torch"
+    if head[:1] == b"\x80":
+        return "torch"
+    if image_format(head):
+        return "image"
+    return "text" if _is_text(head) else "unknown"
+
+
+def describe_file(path: str | Path) -> str:
+    """What :func:`file_kind` found, said plainly, for files that are not checkpoints
+    (for errors: "PATH: it is a ...")."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "directory":
+        return "it is a directory, not a file"
+    if kind == "missing":
+        return "no such file"
+    if kind == "empty":
+        return "the file is empty (0 bytes)"
+    if kind == "torchscript":
+        return "it is a TorchScript archive (load it with torch.jit.load), not a checkpoint"
+    return describe_unreadable(_head(path))
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A torch zip whose members hold code (``code/``, ``constants.pkl``): torch.jit.save's."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in names)
 
 
 def _is_text(head: bytes) -> bool:

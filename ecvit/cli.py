@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, Config, config_from_dict, get_key,
-                          load_config)
+from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, Config, config_from_dict,
+                          get_key, load_config)
 from ecvit.errors import TrainingError, UsageError, printable
 
 TRAIN, VALIDATE = "train", "validate"
@@ -349,11 +348,9 @@ def cmd_validate(args: argparse.Namespace, base: Config | None = None) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ecvit.predict import format_predictions, predict
+    from ecvit.predict import predict_command
 
-    results = predict(args.checkpoint, args.images, topk=args.topk, use_ema=args.use_ema)
-    print(json.dumps(results, indent=2) if args.json else printable(format_predictions(results)))
-    return 0
+    return predict_command(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -443,17 +440,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, [VALIDATE], base)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("predict", help="classify image files with a checkpoint",
-                       formatter_class=_Formatter,
+    p = sub.add_parser("predict", help="classify images (files, folders, globs, @lists) with a "
+                       "checkpoint", formatter_class=_Formatter,
                        description="Top-k classes per image. The model, class names, input "
-                       "size and normalisation are read from the checkpoint.")
+                       "size and normalisation are read from the checkpoint (or from an "
+                       "`ecvit export` .safetensors or .onnx file). Images stream through in "
+                       "batches, so memory does not grow with their number.")
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint written by `ecvit train` or `ecvit export --format "
-                        "safetensors`")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+                   help="checkpoint written by `ecvit train`, or `ecvit export` .safetensors / "
+                        ".onnx file (ONNX runs in onnxruntime)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (searched recursively), quoted globs "
+                        "('photos/**/*.jpg') or @LIST (a text file naming one per line, "
+                        "relative to the list's folder)")
     p.add_argument("--topk", type=_positive_int, default=5, metavar="K",
-                   help="classes shown per image")
+                   help="classes per image (at most the number of classes)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--results-file", metavar="FILE", default=None,
+                   help="also write one row per image (filename, index_i, label_i, prob_i) to "
+                        "FILE.csv, .json or .parquet; the console then shows the first 20 "
+                        "images and a summary line")
+    p.add_argument("--batch-size", type=_at_most(_positive_int, MAX_BATCH), default=32,
+                   metavar="N", help="images per forward pass")
+    p.add_argument("--workers", type=_at_most(_non_negative_int, MAX_WORKERS), default=2,
+                   metavar="N", help="image-reading worker processes (0: read in this process)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                   help="device (default: cuda when available, else cpu)")
+    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+                   help="mixed precision (fp16: CUDA only; not for .onnx files)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip (and count) unreadable images instead of stopping")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no table (errors and skipped images still shown)")
     _add_use_ema(p)
     p.set_defaults(func=cmd_predict)
 
