@@ -18,8 +18,17 @@ parameters and sees the same input). ``depth`` must be a multiple of ``dw_span``
 With class-token pooling the last shortcut only changes the final patch tokens, so it
 matters for dense features (``forward_intermediates``) but not for the logits; it is kept
 because the paper counts it (ViT-Tiny: 12 modules, 27,648 parameters).
+
+Two sets of names: ``vit_tiny``/``vit_small`` and their ``_dw`` are timm-compatible (DeiT's
+layout and init, timm/DeiT weights load), while ``vit_tiny_paper``/``vit_small_paper`` and
+their ``_dw`` are the network of the paper's code (vit-pytorch's ViT: no qkv bias, LayerNorm
+eps 1e-5, heads of 64 channels, PyTorch's default init with ``randn`` positions and class
+token, weight decay on both), whose weights load through :func:`checkpoint_filter_fn`. With
+the shortcut and 10 classes they have 5,547,082 (Tiny) and 21,710,986 (Small) parameters,
+as the paper's code builds them; the DeiT ones have the qkv bias on top (+6,912 on Tiny).
 """
 
+import re
 from typing import Any, Sequence
 
 import torch
@@ -45,26 +54,32 @@ class Attention(nn.Module):
 
     ``fused_attn`` (timm's switch, on by default) picks SDPA; off, the attention weights are
     computed explicitly (``attn.softmax``), which is what ``timm.utils.AttentionExtract`` reads.
+    ``head_dim`` (None: ``dim // num_heads``) sets the width of each head, so the attention
+    works in ``num_heads * head_dim`` channels (vit-pytorch's ``dim_head``).
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+            head_dim = dim // num_heads
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
         self.fused_attn = use_fused_attn()
         # Set by set_cpu_autocast_training: in training, attention over at most fp32_max_keys
         # keys runs in fp32 (small inputs only; 224 px has 197 keys and keeps bf16).
         self.cpu_autocast_training = False
         self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(0.0)  # no attention dropout (DeiT); named for timm's hooks
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.cpu_autocast_training and self.training and n <= self.fp32_max_keys:
             x = fp32_attention(q, k, v, None, 0.0, None)
@@ -75,7 +90,7 @@ class Attention(nn.Module):
             attn = attn.softmax(dim=-1)
             attn = self.attn_drop(attn)
             x = attn @ v
-        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+        return self.proj(x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
 
     def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Class token's attention weights (``[B, heads, N, N]``) over the patches: ``[B, height, width]``.
@@ -91,12 +106,13 @@ class Block(nn.Module):
     Parameter names match timm's ViT ``Block`` so timm/DeiT weights load unchanged.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 qkv_bias: bool = True, head_dim: int | None = None, norm_eps: float = 1e-6) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, head_dim)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -251,6 +267,7 @@ def add_to_patch_tokens(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
 
 
 GLOBAL_POOLS = ("token", "avg", "")
+WEIGHT_INITS = ("timm", "torch")
 
 
 class VisionTransformerDW(nn.Module):
@@ -263,6 +280,17 @@ class VisionTransformerDW(nn.Module):
         dw_span: number of consecutive blocks one shortcut bypasses; must divide ``depth``.
         global_pool: 'token' (class token, DeiT), 'avg' (mean of the patch tokens) or ''
             (no pooling: ``forward_head`` returns every token).
+        qkv_bias: a bias on the fused qkv projection (DeiT: yes; the paper's code: no).
+        head_dim: width of each attention head; None: ``embed_dim // num_heads``. The paper's
+            code (vit-pytorch) sets 64, attending in ``num_heads * 64`` channels.
+        norm_eps: LayerNorm epsilon (DeiT 1e-6; the paper's code, PyTorch's default, 1e-5).
+        weight_init: 'timm' (trunc-normal(0.02) Linear weights and positions, DeiT) or
+            'torch' (PyTorch's default Linear init, ``randn`` positions and class token, as
+            the paper's code).
+        decay_tokens: weight decay applies to ``pos_embed`` and ``cls_token`` too
+            (``no_weight_decay()`` is empty): the paper's code names no exemption, DeiT does.
+
+    The defaults are DeiT/timm's; ``vit_*_paper*`` set the paper code's values.
     """
 
     def __init__(
@@ -279,8 +307,17 @@ class VisionTransformerDW(nn.Module):
         dw_kernels: Sequence[int] = (),
         dw_span: int = 1,
         global_pool: str = "token",
+        qkv_bias: bool = True,
+        head_dim: int | None = None,
+        norm_eps: float = 1e-6,
+        weight_init: str = "timm",
+        decay_tokens: bool = False,
     ) -> None:
         super().__init__()
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init {weight_init!r} is not one of {WEIGHT_INITS}")
+        if head_dim is not None and head_dim < 1:
+            raise ValueError(f"head_dim {head_dim} must be positive")
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         if any(s <= 0 or s % patch_size for s in img_size):
             raise ValueError(f"img_size {img_size} must be positive multiples of the patch size {patch_size}")
@@ -298,6 +335,8 @@ class VisionTransformerDW(nn.Module):
         self.num_prefix_tokens = 1
         self.dw_kernels = dw_kernels
         self.dw_span = dw_span
+        self.weight_init = weight_init
+        self.decay_tokens = decay_tokens
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=False)
@@ -305,28 +344,40 @@ class VisionTransformerDW(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as timm
-        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, dpr[i]) for i in range(depth)])
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, dpr[i], qkv_bias, head_dim, norm_eps)
+                                      for i in range(depth)])
         self.shortcuts = nn.ModuleList(
             DWShortcut(embed_dim, dw_kernels) for _ in range(depth // dw_span if dw_kernels else 0))
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=patch_size)
                              for i in range(depth)]
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """timm's ViT init: trunc-normal(0.02) Linear weights and positions, zero biases."""
+        """timm's ViT init: trunc-normal(0.02) Linear weights and positions, zero biases;
+        ``weight_init='torch'``: PyTorch's default Linear init, standard-normal positions and
+        class token (vit-pytorch, the paper's code)."""
+        if self.weight_init == "torch":
+            nn.init.normal_(self.pos_embed)
+            nn.init.normal_(self.cls_token)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
+            return
         trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
+        """Parameters the optimizer leaves undecayed besides 1-d ones (none with ``decay_tokens``)."""
+        return set() if self.decay_tokens else {"pos_embed", "cls_token"}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -353,7 +404,7 @@ class VisionTransformerDW(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New (trunc_normal-initialised) ``num_classes`` head; ``global_pool`` as in ``__init__``."""
+        """New ``num_classes`` head, initialised as ``weight_init`` says; ``global_pool`` as in ``__init__``."""
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
                 raise ValueError(f"global_pool {global_pool!r} is not one of {GLOBAL_POOLS}")
@@ -362,8 +413,9 @@ class VisionTransformerDW(nn.Module):
         self.head = nn.Identity()
         if num_classes > 0:
             self.head = nn.Linear(self.embed_dim, num_classes, device=self.pos_embed.device)
-            trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
+            if self.weight_init == "timm":
+                trunc_normal_(self.head.weight, std=0.02)
+                nn.init.zeros_(self.head.bias)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch tokens, class token and (interpolated if needed) positions; also the grid size."""
@@ -473,11 +525,61 @@ class VisionTransformerDW(nn.Module):
         return self
 
 
+# The paper code's ViT (vit-pytorch layout, ``models/vit.py`` of ZTX-100/Efficient_ViT_with_DW):
+# per-block key patterns -> ours ({i}: block index).
+_OFFICIAL_BLOCK_KEYS = {
+    "transformer.layers.{i}.0.norm.": "blocks.{i}.norm1.",
+    "transformer.layers.{i}.0.fn.to_qkv.": "blocks.{i}.attn.qkv.",
+    "transformer.layers.{i}.0.fn.to_out.0.": "blocks.{i}.attn.proj.",
+    "transformer.layers.{i}.1.norm.": "blocks.{i}.norm2.",
+    "transformer.layers.{i}.1.fn.net.0.": "blocks.{i}.mlp.fc1.",
+    "transformer.layers.{i}.1.fn.net.3.": "blocks.{i}.mlp.fc2.",
+    "transformer.convs.{i}.": "shortcuts.{i}.branches.0.conv.",
+    "transformer.batchnorms.{i}.": "shortcuts.{i}.branches.0.bn.",
+}
+_OFFICIAL_KEYS = {"pos_embedding": "pos_embed", "cls_token": "cls_token",
+                  "to_patch_embedding.1.bias": "patch_embed.proj.bias",
+                  "mlp_head.0.weight": "norm.weight", "mlp_head.0.bias": "norm.bias",
+                  "mlp_head.1.weight": "head.weight", "mlp_head.1.bias": "head.bias"}
+_OFFICIAL_BLOCK = re.compile(r"^transformer\.(?:layers|convs|batchnorms)\.(\d+)\.")
+
+
+def _from_official(state_dict: dict[str, torch.Tensor], patch_size: int) -> dict[str, torch.Tensor]:
+    """Rename the paper code's ViT keys to ours. Its patch embedding is a Linear over patches
+    flattened as (row, column, channel); ours is the equivalent stride-16 conv, so the weight
+    is reshaped to ``[dim, channels, p, p]``. Unknown keys pass through (and are reported by
+    the loader)."""
+    out = {}
+    for key, value in state_dict.items():
+        match = _OFFICIAL_BLOCK.match(key)
+        if key == "to_patch_embedding.1.weight":
+            p = patch_size
+            weight = value.reshape(value.shape[0], p, p, value.shape[1] // (p * p))
+            out["patch_embed.proj.weight"] = weight.permute(0, 3, 1, 2).contiguous()
+        elif key in _OFFICIAL_KEYS:
+            out[_OFFICIAL_KEYS[key]] = value
+        elif match:
+            i = match.group(1)
+            for theirs, ours in _OFFICIAL_BLOCK_KEYS.items():
+                prefix = theirs.format(i=i)
+                if key.startswith(prefix):
+                    out[ours.format(i=i) + key[len(prefix):]] = value
+                    break
+            else:
+                out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
 def checkpoint_filter_fn(
     state_dict: dict[str, torch.Tensor], model: VisionTransformerDW
 ) -> dict[str, torch.Tensor]:
-    """Adapt timm/DeiT-layout weights: resample the positional embedding to the model's grid."""
-    out = dict(state_dict)
+    """Adapt timm/DeiT-layout weights, or the paper code's (``to_patch_embedding``,
+    ``transformer.layers``, ``transformer.convs``, ``mlp_head``; load those into a
+    ``vit_*_paper_dw`` model), then resample the positional embedding to the model's grid."""
+    official = "to_patch_embedding.1.weight" in state_dict
+    out = _from_official(state_dict, model.patch_size) if official else dict(state_dict)
     pos = out.get("pos_embed")
     if pos is not None and pos.shape != model.pos_embed.shape:
         out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.patch_embed.grid_size,
@@ -519,10 +621,16 @@ default_cfgs = generate_default_cfgs({
     "vit_small": _cfg(),
     "vit_tiny_dw": _cfg(),
     "vit_small_dw": _cfg(),
+    "vit_tiny_paper": _cfg(),
+    "vit_small_paper": _cfg(),
+    "vit_tiny_paper_dw": _cfg(),
+    "vit_small_paper_dw": _cfg(),
 })
 
 _TINY = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
 _SMALL = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)
+# The paper code's ViT (vit-pytorch's): see the module docstring
+_PAPER_VIT = dict(qkv_bias=False, head_dim=64, norm_eps=1e-5, weight_init="torch", decay_tokens=True)
 _PAPER = "Zhang et al. 2024, arXiv 2407.19394"
 _DEIT = "Touvron et al. 2021, arXiv 2012.12877"
 
@@ -549,3 +657,29 @@ def vit_tiny_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
 def vit_small_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
     """ViT-Small with a 3x3 depth-wise shortcut around every block."""
     return _create_vit_dw("vit_small_dw", pretrained, **{**_SMALL, "dw_kernels": (3,), **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_tiny_paper(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Tiny/16 as the paper's code builds it (vit-pytorch's ViT): its plain baseline."""
+    return _create_vit_dw("vit_tiny_paper", pretrained, **{**_TINY, **_PAPER_VIT, **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_small_paper(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Small/16 as the paper's code builds it (vit-pytorch's ViT): its plain baseline."""
+    return _create_vit_dw("vit_small_paper", pretrained, **{**_SMALL, **_PAPER_VIT, **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_tiny_paper_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Tiny with a 3x3 depth-wise shortcut around every block, exactly as the paper's code
+    (5,547,082 parameters with 10 classes); loads its checkpoints."""
+    return _create_vit_dw("vit_tiny_paper_dw", pretrained, **{**_TINY, **_PAPER_VIT, "dw_kernels": (3,), **kwargs})
+
+
+@register_model(paper=_PAPER)
+def vit_small_paper_dw(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDW:
+    """ViT-Small with a 3x3 depth-wise shortcut around every block, exactly as the paper's code
+    (21,710,986 parameters with 10 classes); loads its checkpoints."""
+    return _create_vit_dw("vit_small_paper_dw", pretrained, **{**_SMALL, **_PAPER_VIT, "dw_kernels": (3,), **kwargs})
