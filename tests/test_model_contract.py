@@ -48,6 +48,8 @@ def _cheap(name: str) -> dict:
         return dict(depths=(1, 1, 1))
     if family == "ecvit.models.vit_dw":
         return dict(depth=3)  # timm.create_model(features_only=True) takes the last 3 blocks
+    if family == "ecvit.models.swin_dw":
+        return dict(depths=(2, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 4, 8))  # shifted windows in stage 1
     if family == "ecvit.models.ecvit":
         with torch.device("meta"):
             model = ecvit.create_model(name)
@@ -239,6 +241,10 @@ def test_group_matcher_orders_layers_for_layer_decay(name):
 @pytest.mark.parametrize("pool", POOLS)
 def test_reset_classifier_and_global_pool(name, pool):
     model = _build(name).eval()
+    if pool == "token" and getattr(model, "num_prefix_tokens", 1) == 0:  # no class token (Swin)
+        with pytest.raises(ValueError, match="token"):
+            model.reset_classifier(3, pool)
+        return
     x = _input()
     with torch.no_grad():
         tokens = model.forward_features(x)
