@@ -799,7 +799,7 @@ class ECViT(nn.Module):
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop stages after the last wanted level (and the norm / head when asked)."""
+        """Drop stages after the last wanted level (and the norm / the whole MLP head when asked)."""
         take, max_index = feature_take_indices(1 + len(self.stages), indices)
         pruned_end = max_index < len(self.stages)
         self.stages = self.stages[:max_index]  # level i > 0 is stage i - 1
@@ -807,6 +807,7 @@ class ECViT(nn.Module):
             self.norm = nn.Identity()
         if pruned_end:
             self.num_features = self.embed_dims[max(max_index - 1, 0)]
+        if pruned_end or prune_head:  # a feature extractor keeps no head layer, the hidden one included
             self.head = MlpHead(self.num_features, 0, None)
             self.head_hidden_size = self.num_features
         if prune_head:
