@@ -28,12 +28,13 @@ family  own maps (``feature_info``)                 at 4 / 8 / 16 / 32
 ECViT   stem 4, stage 1: 8, each merge x4 more      own / own / pooled from 8 / own
         (32, then 128 for a final merging stage)    (the 128 map is beyond the pyramid)
 CvT     stages at 4, 8, 16                          own / own / own / pooled from 16
-Swin    stages at 4, 8, 16, 32                      all own
+Swin    stages at 4, 8, 16, 32                      all own (built for one input size:
+                                                    the detector's ``fixed_size``)
 ViT     every block at 16                           simple pyramid from the last block
 CaiT    every patch block at 16                     simple pyramid from the last block
 ======  ==========================================  ========================================
 
-A model with other strides (e.g. ECViT with ``merge_stride=2``) gets whichever of its own
+A model with other strides (e.g. ECViT merging 2x2 / 2: 4, 8, 16, 32) gets whichever of its own
 maps fall on ``strides`` and the same rules for the rest; ``strides=(4, 8, 16)`` for CvT
 uses only its own maps (then give the detector one anchor size per level plus one for
 ``"pool"`` and ``MultiScaleRoIAlign(featmap_names=backbone.featmap_names)``).

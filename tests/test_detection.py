@@ -37,7 +37,10 @@ TINY = {
     "ecvit_tiny": dict(depths=(1, 1)),
     "cvt_13": dict(depths=(1, 1, 1), embed_dims=(32, 64, 128), num_heads=(1, 2, 4)),
     "vit_tiny_dw": dict(depth=2, embed_dim=64, num_heads=2),
+    # Swin is built for one input size: the detector resizes every image to it (fixed_size)
+    "swin_tiny_dw": dict(depths=(2, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 2, 4), img_size=(64, 128)),
 }
+DETECTOR_ARGS = {"swin_tiny_dw": dict(fixed_size=(128, 64))}  # (width, height), torchvision's order
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +103,22 @@ def test_each_family_gets_the_documented_levels():
     assert cvt_levels.sources == (0, 1, 2, 2) and isinstance(cvt_levels.ops[3], nn.MaxPool2d)
 
 
+def test_either_neck_on_any_family_and_other_own_strides():
+    x = torch.randn(1, 3, 64, 64)
+    shapes = [(1, WIDTH, 64 // s, 64 // s) for s in (4, 8, 16, 32, 64)]
+    cvt = create_backbone("cvt_13", out_channels=WIDTH, pyramid="simple", **TINY["cvt_13"]).eval()
+    assert cvt.body.feature_info.reduction() == [16]  # from its last map, as ViTDet
+    vit = create_backbone("vit_tiny_dw", out_channels=WIDTH, pyramid="fpn", **TINY["vit_tiny_dw"]).eval()
+    assert [type(op) for op in vit.levels.ops][2:] == [nn.Identity, nn.MaxPool2d]
+    ecv = create_backbone("ecvit_tiny", out_channels=WIDTH, depths=(1, 1, 1), embed_dims=(16, 16, 16),
+                          num_heads=(1, 1, 1), mlp_ratios=(1.0, 1.0, 1.0), merge_kernel=2, merge_stride=2).eval()
+    assert ecv.body.feature_info.reduction() == [4, 8, 16, 32]
+    assert all(isinstance(op, nn.Identity) for op in ecv.levels.ops)
+    with torch.no_grad():
+        for backbone in (cvt, vit, ecv):
+            assert [tuple(y.shape) for y in backbone(x).values()] == shapes
+
+
 def test_simple_pyramid_is_vitdets_layout():
     sfp = SimpleFeaturePyramid(64, 16, out_channels=WIDTH)
     up4, up2, same, down = sfp.scales.ops
@@ -114,12 +133,13 @@ def test_simple_pyramid_is_vitdets_layout():
     torch.testing.assert_close(out[2], sfp.outputs[2](x))
 
 
-@pytest.mark.parametrize("name,detector", [("ecvit_tiny", "faster"), ("cvt_13", "mask"), ("vit_tiny_dw", "mask")])
+@pytest.mark.parametrize("name,detector", [("ecvit_tiny", "faster"), ("cvt_13", "mask"), ("vit_tiny_dw", "mask"),
+                                           ("swin_tiny_dw", "mask")])
 def test_one_training_step_per_family(example, coco, name, detector):
     samples, classes = coco
     backbone = create_backbone(name, out_channels=WIDTH, **TINY[name])
     model = example.build_detector(backbone, detector, None, min_size=96, max_size=128,
-                                   **_small_heads(len(classes) + 1, detector == "mask"))
+                                   **_small_heads(len(classes) + 1, detector == "mask"), **DETECTOR_ARGS.get(name, {}))
     before = [p.detach().clone() for p in backbone.body.parameters()]
     (losses,) = example.train(model, samples, steps=1)
     assert ("loss_mask" in losses) == (detector == "mask") and "loss_objectness" in losses
@@ -187,10 +207,10 @@ def test_bad_arguments_are_one_line_errors(example, tmp_path, capsys):
 @pytest.mark.slow
 def test_example_script_trains_on_coco_folder(example, tmp_path, capsys):
     example.write_coco_sample(tmp_path / "coco")
-    argv = ["--model", "ecvit_tiny", "--detector", "mask", "--data", str(tmp_path / "coco"), "--steps", "2",
+    argv = ["--model", "ecvit_tiny", "--detector", "faster", "--data", str(tmp_path / "coco"), "--steps", "2",
             "--batch-size", "1", "--min-size", "96", "--max-size", "128", "--out-channels", "64"]
     assert example.main(argv) == 0
-    assert re.search(r"step 2: loss_classifier=\S+ .*loss_mask=", capsys.readouterr().out)
+    assert re.search(r"step 2: loss_classifier=\S+ loss_box_reg=\S+ loss_objectness=", capsys.readouterr().out)
 
 
 @pytest.mark.slow
