@@ -87,8 +87,9 @@ def load_coco(folder: Path) -> tuple[list[Sample], list[str]]:
             masks.append(torch.from_numpy(np.array(mask)))
         boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
                              dtype=torch.float32).reshape(-1, 4)
-        target = dict(boxes=boxes, labels=torch.tensor([label[a["category_id"]] for a in anns], dtype=torch.int64),
-                      masks=torch.stack(masks) if masks else torch.zeros(0, image.height, image.width, dtype=torch.uint8))
+        labels = torch.tensor([label[a["category_id"]] for a in anns], dtype=torch.int64)
+        empty = torch.zeros(0, image.height, image.width, dtype=torch.uint8)
+        target = dict(boxes=boxes, labels=labels, masks=torch.stack(masks) if masks else empty)
         samples.append((pil_to_tensor(image).float() / 255, target))
     return samples, [c["name"] for c in cats]
 

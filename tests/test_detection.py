@@ -194,7 +194,8 @@ def test_coco_reading(example, tmp_path):
 
 def test_bad_arguments_are_one_line_errors(example, tmp_path, capsys):
     for kwargs, words in ((dict(pyramid="bifpn"), "pyramid must be"), (dict(strides=(8, 4)), "increasing"),
-                          (dict(strides=(3, 6)), "can be resampled to stride 3"), (dict(out_channels=0), "out_channels")):
+                          (dict(strides=(3, 6)), "can be resampled to stride 3"),
+                          (dict(out_channels=0), "out_channels")):
         with pytest.raises(UsageError, match=words):
             create_backbone("vit_tiny", **kwargs)
     with pytest.raises(UsageError, match="unknown model"):
