@@ -343,7 +343,9 @@ class SwinTransformerDW(nn.Module):
 
     def fuse(self) -> "SwinTransformerDW":
         """Inference form: each shortcut's BN folds exactly into its depthwise conv (see
-        ``FusedDWConv``); uses the running statistics. Plain Swin has nothing to fuse."""
+        ``FusedDWConv``). Puts the model in eval mode (the folded running statistics are
+        what eval uses). Plain Swin has nothing to fuse."""
+        self.eval()
         for m in self.modules():
             if isinstance(m, MapDWShortcut):
                 m.fuse()
