@@ -6,8 +6,8 @@ Each argument is a file, a folder (searched recursively), a glob (expanded here 
 file's folder, as in the ``csv`` data source, so a list travels with its images). Folders and
 globs keep the files whose extension is an image extension of the data code
 (:data:`~ecvit.data.images.IMAGE_EXTENSIONS`); a file named explicitly is kept whatever its
-name, and reading it says what is wrong with it. A path may be given twice: it is listed
-once, where it first appears.
+name, and reading it says what is wrong with it. A file reached twice (named, in a folder,
+in a list) is listed once, where it first appears.
 
 The result is a list of strings: 100,000 paths are a few MB, the images are read later, one
 batch at a time.
@@ -41,7 +41,7 @@ def expand_inputs(items: Sequence[str | os.PathLike]) -> list[str]:
         else:
             found = _expand_one(item, item)
         for path in found:
-            key = os.path.normpath(path)
+            key = os.path.abspath(path)
             if key not in seen:
                 seen.add(key)
                 paths.append(path)

@@ -225,7 +225,8 @@ class _Console:
             shown = f", the first {CONSOLE_IMAGES} shown above" if self.count > CONSOLE_IMAGES and not self.as_json else ""
             common = ", ".join(f"{name} {n}" for name, n in self.top1.most_common(5))
             print(printable(f"wrote {self.count} predictions to {self.results_file} in {seconds:.1f} s"
-                            f"{shown}; most frequent top-1 classes: {common}"))
+                            f"{shown}; most frequent top-1 classes: {common}"),
+                  file=sys.stderr if self.as_json else sys.stdout)  # stdout stays valid JSON
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -247,12 +248,14 @@ def predict_command(args: argparse.Namespace) -> int:
 
     def write(fh: BinaryIO) -> None:
         writer = ResultsWriter(fh, fmt, k)
-        for item in items:
-            console.add(item)
-            if "top" in item:
-                writer.write([result_row(item)])
-        console.check()  # before the rename: no file when no image could be read
-        writer.close()
+        try:
+            for item in items:
+                console.add(item)
+                if "top" in item:
+                    writer.write([result_row(item)])
+            console.check()  # before the rename: no file when no image could be read
+        finally:  # also on errors: the temp file is then removed, but the writer is done
+            writer.close()
 
     if fmt:
         write_atomic(args.results_file, write, what="results file")
