@@ -99,7 +99,7 @@ class ResultsWriter:
 
         if not self.pending:
             return
-        schema = self.parquet.schema_arrow
+        schema = self.parquet.schema
         arrays = []
         for column, field in zip(zip(*self.pending), schema):
             if field.type == pa.string():  # Arrow strings are valid UTF-8: undecodable names shown
