@@ -159,6 +159,24 @@ def test_results_files_csv_json_parquet_match_the_api(ckpt, tmp_path, capsys):
     assert code == 0 and stdout == "" and err == "" and (tmp_path / "q.csv").is_file()
 
 
+def test_parquet_is_written_in_row_groups_as_rows_arrive(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from ecvit import results_file
+
+    monkeypatch.setattr(results_file, "ROW_GROUP", 4)
+    item = {"image": "a.png", "top": [{"class": "ant", "index": 0, "prob": 0.75}]}
+    with open(tmp_path / "r.parquet", "wb") as fh:
+        writer = results_file.ResultsWriter(fh, "parquet", 1)
+        for _ in range(10):
+            writer.write([results_file.result_row(item)])
+        assert writer.pending == [results_file.result_row(item)] * 2  # 8 rows already on disk
+        writer.close()
+    stored = pq.ParquetFile(tmp_path / "r.parquet")
+    assert stored.metadata.num_row_groups == 3 and stored.metadata.num_rows == 10
+    assert stored.read().column("label_0").to_pylist() == ["ant"] * 10
+
+
 def test_bad_images_stop_or_are_skipped_and_no_partial_file_is_left(ckpt, tmp_path, capsys):
     images = write_images(tmp_path / "imgs", 5)
     bad = tmp_path / "imgs" / "img002.png"
