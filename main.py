@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ecvit.cli import (PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, cmd_train,
+from ecvit.cli import (CONFIG_KEYS_EPILOG, PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, cmd_train,
                        cmd_validate, config_from_args, run_command)
 from ecvit.config import Config
 from ecvit.errors import UsageError
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="main.py", formatter_class=_Formatter,
         description="ECViT reference command line: train and/or evaluate a model.\n"
                     "train_and_validate evaluates <output-dir>/model_best.pth after training.\n"
-                    + PRECEDENCE)
+                    + PRECEDENCE, epilog=CONFIG_KEYS_EPILOG)
     parser.add_argument("--mode", choices=MODES, default="train_and_validate",
                         help="what to run")
     add_config_flags(parser, [TRAIN, VALIDATE], reference_defaults())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, Config, config_from_dict,
+from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, SCHED_CHOICES, Config, config_from_dict,
                           get_key, load_config)
 from ecvit.errors import TrainingError, UsageError, printable
 
@@ -138,7 +138,9 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--block-size", "MODEL.ARGS.BLOCK_SIZE", "ECViT attention block (window) size", int,
          metavar="N", default_text="the variant's"),
     Flag("--pretrained", "MODEL.PRETRAINED", "weights to start from (.pth, .safetensors, "
-         "official CvT or transformers-layout CvT files)", metavar="PATH",
+         "official CvT or transformers-layout CvT files; a model folder from `ecvit export "
+         "--format hf`, timm or transformers CvT, as DIR, local-dir:DIR or hf-hub:ORG/NAME, "
+         "the latter from the local Hugging Face cache when offline)", metavar="PATH",
          commands=(TRAIN,), default_text="none"),
     Flag("--finetune", "MODEL.FINETUNE", "start a new classifier when the --pretrained head "
          "has a different class count", None, commands=(TRAIN,)),
@@ -181,6 +183,26 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          "the backward pass: less memory, about a third more compute", None, commands=(TRAIN,)),
     Flag("--layer-decay", "TRAIN.LAYER_DECAY", "layer-wise lr decay (e.g. 0.75 when "
          "fine-tuning); 0 = off", _number, metavar="D", commands=(TRAIN,)),
+    # common recipe keys under timm's train.py names
+    Flag("--model-ema", "TRAIN.EMA", "keep an exponential moving average of the weights "
+         "(decay TRAIN.EMA_DECAY), evaluated each epoch", None, commands=(TRAIN,)),
+    Flag("--torchcompile", "TRAIN.COMPILE", "compile the model with torch.compile", None,
+         commands=(TRAIN,)),
+    Flag("--channels-last", "TRAIN.CHANNELS_LAST", "channels-last memory layout for the model "
+         "and input batches", None, commands=(TRAIN,)),
+    Flag("--smoothing", "AUG.LABEL_SMOOTHING", "label smoothing", _number, metavar="EPS",
+         commands=(TRAIN,)),
+    Flag("--mixup", "AUG.MIXUP", "Mixup alpha; 0 = off", _number, metavar="ALPHA",
+         commands=(TRAIN,)),
+    Flag("--cutmix", "AUG.CUTMIX", "CutMix alpha; 0 = off", _number, metavar="ALPHA",
+         commands=(TRAIN,)),
+    Flag("--clip-grad", "TRAIN.CLIP_GRAD", "clip the gradient norm to this value; 0 = off",
+         _number, metavar="NORM", commands=(TRAIN,)),
+    Flag("--grad-accum-steps", "TRAIN.ACCUM_STEPS", "accumulate gradients over N batches per "
+         "optimizer update", int, metavar="N", commands=(TRAIN,)),
+    Flag("--warmup-epochs", "TRAIN.WARMUP_EPOCHS", "linear lr warmup epochs", int, metavar="N",
+         commands=(TRAIN,)),
+    Flag("--sched", "TRAIN.SCHED", "lr schedule", choices=SCHED_CHOICES, commands=(TRAIN,)),
     Flag("--use-ema", "TEST.USE_EMA", "evaluate the EMA weights", None, commands=(VALIDATE,),
          default_text="the EMA weights when the checkpoint has them"),
     # run
@@ -192,6 +214,10 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--checkpoint", "TEST.MODEL_FILE", "checkpoint to evaluate", metavar="PATH",
          commands=(VALIDATE,), default_text="<output-dir>/model_best.pth"),
 )
+
+CONFIG_KEYS_EPILOG = ("Every config key can be given after the flags as KEY VALUE (e.g. "
+                      "TRAIN.EMA_DECAY 0.999 AUG.RAND_AUGMENT rand-m9-mstd0.5-inc1);\n"
+                      "--dry-run prints them all with their resolved values.")
 
 PRECEDENCE = ("precedence (lowest to highest): config defaults < --cfg YAML < explicit flags < "
               "trailing KEY VALUE overrides (e.g. TRAIN.LR 0.1 MODEL.NAME cvt_13)")
@@ -401,7 +427,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, descriptions printed as written."""
+    """Defaults in the help, descriptions printed as written.
+
+    A help text that already names its default, or a default of None (a required or "unset"
+    value), gets no second ``(default: ...)``.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default:" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
 
 
 def _add_use_ema(parser: argparse.ArgumentParser) -> None:
@@ -426,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "digits data)", formatter_class=_Formatter,
                        description="Train a model; outputs (checkpoints, metrics.json, "
                        "summary.csv, curves.png, TensorBoard events, config.yaml) go to "
-                       f"--output-dir.\n{PRECEDENCE}")
+                       f"--output-dir.\n{PRECEDENCE}", epilog=CONFIG_KEYS_EPILOG)
     add_config_flags(p, [TRAIN], base)
     p.set_defaults(func=cmd_train)
 
@@ -481,11 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "eval-mode model with a dynamic batch dimension; safetensors holds the "
                        "weights plus the metadata `ecvit predict`/`validate` need.")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint to export")
-    p.add_argument("--format", required=True, choices=("onnx", "safetensors", "torchscript"),
-                   help="output format")
-    p.add_argument("--out", metavar="FILE", default=None,
-                   help="output file (default: the checkpoint path with .onnx, .safetensors "
-                        "or .torchscript.pt)")
+    p.add_argument("--format", required=True, choices=("onnx", "safetensors", "torchscript", "hf"),
+                   help="output format; hf: a hub-style folder (config.json with the "
+                        "checkpoint's preprocessing and class names, model.safetensors, a "
+                        "README model card) that timm's local-dir:/hf-hub: loaders read")
+    p.add_argument("--out", "--output", metavar="PATH", default=None,
+                   help="output file, or folder for --format hf (default: the checkpoint path "
+                        "with .onnx, .safetensors or .torchscript.pt; for hf, <stem>-hf)")
     _add_use_ema(p)
     p.set_defaults(func=cmd_export)
 
@@ -575,6 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(lambda: args.func(args))
 
 
-__all__ = ["main", "build_parser", "CONFIG_FLAGS", "Flag", "add_config_flags",
+__all__ = ["main", "build_parser", "CONFIG_FLAGS", "CONFIG_KEYS_EPILOG", "Flag", "add_config_flags",
            "config_from_args", "given_flags", "validate_config", "default_checkpoint",
            "run_command", "print_plan"]
