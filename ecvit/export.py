@@ -26,7 +26,7 @@ from ecvit.checkpoint import write_atomic
 from ecvit.engine.outputs import check_output_dir
 from ecvit.errors import CheckpointError, UsageError
 
-FORMATS = ("onnx", "safetensors", "torchscript")
+FORMATS = ("onnx", "safetensors", "torchscript", "hf")
 SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18
 META_FILE = "ecvit_meta.json"
@@ -44,6 +44,10 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    if fmt == "hf":  # a folder (config.json, model.safetensors, README.md), not one file
+        from ecvit.hub import export_hf
+
+        return export_hf(checkpoint, Path(out) if out else None, use_ema)
     out = Path(out) if out else checkpoint.with_suffix(SUFFIXES[fmt])
     if out.resolve() == checkpoint.resolve():
         raise UsageError(f"--out {out} would overwrite the checkpoint being exported")

@@ -30,6 +30,7 @@ from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
 from ecvit.errors import CheckpointError, DataError, UsageError
 from ecvit.flops import count_macs
+from ecvit.hub import check_folder, is_folder_source
 from ecvit.model_table import human, human_macs
 
 # Config keys that must match for a checkpoint to continue this run, and how to read them
@@ -143,7 +144,9 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
         cfg.model.drop_path_rate = drop_path
     if cfg.train.grad_checkpointing and not hasattr(model, "set_grad_checkpointing"):
         raise UsageError(f"TRAIN.GRAD_CHECKPOINTING: {cfg.model.name} has no set_grad_checkpointing()")
-    if cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
+    if cfg.model.pretrained and is_folder_source(cfg.model.pretrained):
+        check_folder(cfg.model.pretrained)  # a bad folder fails before any data is read
+    elif cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise CheckpointError(f"MODEL.PRETRAINED: file not found: {cfg.model.pretrained}")
     resume = ResumePlan()
     if training:

@@ -94,11 +94,19 @@ def create_model(
     """Build a registered model, optionally loading weights from ``checkpoint_path``.
 
     ``checkpoint_path`` accepts our training checkpoints, plain state dicts, safetensors,
-    official CvT ``.pth`` files and transformers-layout CvT weights. With ``finetune=True``
+    official CvT ``.pth`` files and transformers-layout CvT weights, and model folders
+    (``ecvit export --format hf``, timm's, transformers' CvT): a folder path,
+    ``local-dir:DIR`` or ``hf-hub:ORG/NAME`` (the local Hugging Face cache when offline).
+    ``name`` itself may be ``local-dir:DIR`` / ``hf-hub:ORG/NAME``: the folder's model, class
+    count and preprocessing, its weights loaded (``pretrained=False``: only built). With ``finetune=True``
     a classifier whose class count differs is left freshly initialised instead of failing.
     ``pretrained_layers`` (the official CvT PRETRAINED_LAYERS): the top-level modules
     (``stage0``, ``norm``, ``head`` ...) taken from the checkpoint; ``"*"`` takes all.
     """
+    if name.startswith(("local-dir:", "hf-hub:")):  # a hub-style folder describes its own model
+        from ecvit.hub import model_from_folder
+
+        return model_from_folder(name, pretrained=kwargs.pop("pretrained", True))
     entry = model_entry(name)
     if img_size is not None:
         kwargs["img_size"] = img_size
@@ -121,7 +129,9 @@ def load_weights(model: nn.Module, path: str | Path, finetune: bool = False,
     mean/std, interpolation, crop) into the model's ``pretrained_cfg``, unless ``finetune``
     starts a new task.
     """
-    ckpt = read_checkpoint(path)
+    from ecvit.hub import is_folder_source, read_folder
+
+    ckpt = read_folder(path) if is_folder_source(path) else read_checkpoint(path)
     state = extract_state_dict(ckpt)
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
