@@ -212,7 +212,7 @@ def model_card(checkpoint: Path, spec: Any) -> str:
              + (f" with `{json.dumps(spec.model_args)}`" if spec.model_args else ""),
              f"- Paper: {paper}",
              f"- Input: {spec.img_size} x {spec.img_size} px, {spec.interpolation} resize, "
-             f"crop {spec.crop_mode} ({spec.crop_pct:g}), mean {list(spec.mean)}, std {list(spec.std)}",
+             f"crop {spec.crop_mode} ({spec.crop_pct:g}), mean {_nums(spec.mean)}, std {_nums(spec.std)}",
              f"- Classes: {', '.join(spec.class_names)}", "",
              "## Training data", "",
              f"- Dataset: `{spec.dataset or 'not recorded'}`"
@@ -256,6 +256,10 @@ def _command_section(checkpoint: Path) -> list[str]:
         return []
     return ["## Training", "", "Trained with (the run's resolved config):", "", "```bash",
             "ecvit train --cfg config.yaml", "```", "", "```yaml", config.read_text().rstrip(), "```", ""]
+
+
+def _nums(values: Any) -> str:
+    return "[" + ", ".join(_num(float(v)) for v in values) + "]"
 
 
 def _num(value: Any) -> str:
