@@ -151,6 +151,13 @@ class TrainConfig:
     print_freq: int = 0  # >0: a log line every N training steps
     save_all: bool = False  # also keep model_{epoch}.pth for every epoch
     detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; names the op that made a NaN)
+    # where scalars go (comma-separated): tensorboard (tb/), csv (summary.csv), wandb, mlflow
+    # (optional extras ecvit[wandb], ecvit[mlflow]); metrics.json is always written
+    loggers: str = "tensorboard,csv"
+    log_every_steps: int = 50  # >0: train loss, lr and images/s to the loggers every N steps
+    wandb_project: str = "ecvit"  # W&B project (WANDB_MODE=offline keeps the run on disk)
+    mlflow_uri: str = ""  # MLflow tracking URI; empty: the file store <output-dir>/mlruns
+    mlflow_experiment: str = "ecvit"  # MLflow experiment name
 
 
 @dataclass
@@ -485,6 +492,9 @@ def check_config(cfg: Config) -> None:
     _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
+    from ecvit.engine.trackers import check_loggers  # the engine imports this module
+
+    check_loggers(cfg)
     _choice("DEVICE", cfg.device, DEVICE_CHOICES)
     _choice("DATA.INTERPOLATION", cfg.data.interpolation, INTERPOLATION_CHOICES)
     _choice("AUG.INTERPOLATION", cfg.aug.interpolation, INTERPOLATION_CHOICES)

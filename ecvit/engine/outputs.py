@@ -107,26 +107,33 @@ class RunLog:
 
 
 class RunOutputs:
-    """Writes the history after every epoch; ``enabled=False`` on ranks other than 0."""
+    """Writes the history after every epoch and per-step scalars to the trackers of
+    ``TRAIN.LOGGERS``; ``enabled=False`` on ranks other than 0 (nothing is created)."""
 
-    def __init__(self, output_dir: Path, enabled: bool, purge_epoch: int = 0) -> None:
+    def __init__(self, output_dir: Path, enabled: bool, purge_epoch: int = 0,
+                 cfg: Config | None = None, purge_step: int = 0) -> None:
+        from ecvit.engine.trackers import build_trackers, logger_names
+
         self.dir = output_dir
         self.enabled = enabled
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+        cfg = cfg if cfg is not None else Config()
+        self.csv = "csv" in logger_names(cfg)
+        self.trackers = build_trackers(cfg, output_dir, purge_epoch, purge_step) if enabled else []
 
-            # purge_step drops events a killed run logged past the checkpoint it resumes from
-            self.writer = SummaryWriter(log_dir=str(output_dir / "tb"),
-                                        purge_step=purge_epoch + 1 if purge_epoch else None)
+    def step_done(self, scalars: dict[str, float], step: int) -> None:
+        """Per-step scalars (``loss``, ``lr``, ``img_per_s``) at global step ``step``."""
+        for tracker in self.trackers:
+            tracker.log_step(scalars, step)
 
     def epoch_done(self, history: list[dict[str, Any]]) -> None:
         if not self.enabled:
             return
         rows = [{k: _finite(v) for k, v in row.items()} for row in history]
         write_json(rows, self.dir / "metrics.json")
-        self._write_csv(rows)
-        self._write_tensorboard(rows[-1])
+        if self.csv:
+            self._write_csv(rows)
+        for tracker in self.trackers:
+            tracker.log_epoch(rows[-1])
         plot_curves(rows, self.dir / "curves.png")
 
     def _write_csv(self, rows: list[dict[str, Any]]) -> None:
@@ -140,17 +147,10 @@ class RunOutputs:
 
         _replace_atomically(self.dir / "summary.csv", write)
 
-    def _write_tensorboard(self, row: dict[str, Any]) -> None:
-        step = row["epoch"]
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, (int, float)) and value is not None:
-                group = "train" if key.startswith("train") or key in ("lr", "epoch_time") else "val"
-                self.writer.add_scalar(f"{group}/{key}", value, step)
-        self.writer.flush()
-
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
 
 def summary_line(row: dict[str, Any], epochs: int) -> str:

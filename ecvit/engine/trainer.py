@@ -138,7 +138,8 @@ class _Run:
         for line in plan.describe():
             self.log(line)
         self._resume()
-        self.outputs = RunOutputs(self.out, enabled=info.is_main, purge_epoch=self.start_epoch)
+        self.outputs = RunOutputs(self.out, enabled=info.is_main, purge_epoch=self.start_epoch,
+                                  cfg=cfg, purge_step=self.start_epoch * len(self.train_loader))
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -330,6 +331,11 @@ class _Run:
                             lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{seen * info.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
             bar.update()
+            every = cfg.train.log_every_steps
+            if every and (step + 1) % every == 0 and info.is_main:
+                self.outputs.step_done({"loss": value, "lr": float(self.optimizer.param_groups[0]["lr"]),
+                                        "img_per_s": seen * info.world_size / max(elapsed, 1e-9)},
+                                       epoch * n + step + 1)
             if cfg.train.print_freq and (step + 1) % cfg.train.print_freq == 0:
                 self.log(f"epoch {epoch + 1} step {step + 1}/{n}: loss {loss_sum.item() / max(seen, 1):.4f}, "
                          f"lr {self.optimizer.param_groups[0]['lr']:.3g}")
