@@ -203,6 +203,8 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--warmup-epochs", "TRAIN.WARMUP_EPOCHS", "linear lr warmup epochs", int, metavar="N",
          commands=(TRAIN,)),
     Flag("--sched", "TRAIN.SCHED", "lr schedule", choices=SCHED_CHOICES, commands=(TRAIN,)),
+    Flag("--tta", "TEST.TTA", "test-time augmentation: flip averages the softmax probabilities "
+         "of each image and its horizontal mirror", choices=("none", "flip"), commands=(VALIDATE,)),
     Flag("--use-ema", "TEST.USE_EMA", "evaluate the EMA weights", None, commands=(VALIDATE,),
          default_text="the EMA weights when the checkpoint has them"),
     # run

@@ -169,6 +169,7 @@ class TestConfig:
     use_ema: bool | None = None  # None: the EMA weights when the checkpoint has them
     img_size: int | None = None  # evaluation size; None: DATA.IMG_SIZE
     valid_labels: str = ""  # file of output indices (one per line): evaluate on those logits only
+    tta: str = "none"  # "flip": average the softmax of each image and its mirror image
 
 
 @dataclass
@@ -492,6 +493,7 @@ def check_config(cfg: Config) -> None:
     _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
+    _choice("TEST.TTA", cfg.test.tta, ("none", "flip"))
     from ecvit.engine.trackers import check_loggers  # the engine imports this module
 
     check_loggers(cfg)

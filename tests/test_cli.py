@@ -112,7 +112,8 @@ def _sample(flag):
         return [flag.option, "2,4,6"], [2, 4, 6]
     if flag.option == "--mlp-ratios":
         return [flag.option, "2,3.5"], [2.0, 3.5]
-    if flag.option in ("--lr", "--weight-decay", "--drop-path", "--layer-decay"):
+    if flag.option in ("--lr", "--weight-decay", "--drop-path", "--layer-decay", "--smoothing",
+                       "--mixup", "--cutmix", "--clip-grad"):
         return [flag.option, "0.25"], 0.25
     text, value = SAMPLES[flag.type]
     return [flag.option, text], value

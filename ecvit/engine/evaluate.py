@@ -16,6 +16,10 @@ from torch.utils.data import DataLoader
 
 from ecvit.engine.distributed import DistInfo, all_reduce_sum
 from ecvit.engine.loaders import iterate
+from ecvit.engine.metrics import ECE_BINS, calibration_bins, expected_calibration_error, precision_recall_f1
+
+# TEST.TTA: "none", or "flip" (softmax probabilities of the image and its mirror image, averaged)
+TTA_CHOICES = ("none", "flip")
 
 
 @dataclass
@@ -26,6 +30,7 @@ class EvalResult:
     num_samples: int
     num_bad: int
     confusion: torch.Tensor  # [true, predicted] counts, int64
+    calibration: torch.Tensor | None = None  # [ECE_BINS, 3] sums (count, confidence, correct)
 
     def per_class(self, class_names: list[str]) -> dict[str, float | None]:
         """Accuracy (percent) per true class; None for a class with no samples."""
@@ -37,8 +42,13 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistInfo,
-             autocast: Callable[[], ContextManager], channels_last: bool = False) -> EvalResult:
-    """Run ``model`` over this rank's shard and reduce the sums over all ranks."""
+             autocast: Callable[[], ContextManager], channels_last: bool = False,
+             tta: str = "none") -> EvalResult:
+    """Run ``model`` over this rank's shard and reduce the sums over all ranks.
+
+    ``tta="flip"`` averages the softmax probabilities of each image and its horizontal mirror;
+    loss, top-k and calibration then use those averaged probabilities.
+    """
     was_training = model.training
     model.eval()
     device = info.device
@@ -49,6 +59,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
     bad = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    calibration = torch.zeros(ECE_BINS, 3, dtype=torch.float64, device=device)
     for images, labels, num_bad in iterate(loader):
         bad += int(num_bad)
         if labels.numel() == 0:
@@ -60,6 +71,10 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
         with autocast():
             logits = model(images)
         logits = logits.float()
+        if tta == "flip":
+            with autocast():
+                mirrored = model(images.flip(-1)).float()
+            logits = ((logits.softmax(1) + mirrored.softmax(1)) / 2).log()  # log of mean probs
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         topk = logits.topk(k, dim=1).indices
         # A row with inf/NaN logits predicts nothing: it counts as wrong (topk would pick an
@@ -69,10 +84,12 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
         correct1 += ((topk[:, 0] == labels) & finite).sum()
         correct5 += ((topk == labels[:, None]).any(dim=1) & finite).sum()
         count += labels.numel()
+        calibration += calibration_bins(logits[finite].softmax(1), (topk[:, 0] == labels)[finite])
         confusion += torch.bincount(labels * num_classes + predicted, minlength=num_classes**2)
     ints = all_reduce_sum(torch.stack([correct1, correct5, count, bad]), info).cpu()
     loss_sum = all_reduce_sum(loss_sum, info).item()
     confusion = all_reduce_sum(confusion, info).cpu().view(num_classes, num_classes)
+    calibration = all_reduce_sum(calibration, info).cpu()
     model.train(was_training)
     n = int(ints[2])
     return EvalResult(
@@ -82,19 +99,29 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
         num_samples=n,
         num_bad=int(ints[3]),
         confusion=confusion,
+        calibration=calibration,
     )
 
 
 def result_dict(result: EvalResult, class_names: list[str]) -> dict[str, Any]:
-    """The dict ``validate`` returns and writes to validate.json."""
-    return {
+    """The dict ``validate`` returns and writes to validate.json.
+
+    ``top5`` is None with 5 classes or fewer (it would always be 100); ``ece`` is in percent
+    over :data:`~ecvit.engine.metrics.ECE_BINS` bins of the top-1 confidence.
+    """
+    out = {
         "top1": result.top1,
-        "top5": result.top5,
+        "top5": result.top5 if len(class_names) > 5 else None,
         "loss": result.loss,
         "num_samples": result.num_samples,
         "num_bad_images": result.num_bad,
         "per_class": result.per_class(class_names),
     }
+    out.update(precision_recall_f1(result.confusion, class_names))
+    if result.calibration is not None:
+        out["ece"] = expected_calibration_error(result.calibration)
+        out["ece_bins"] = ECE_BINS
+    return out
 
 
-__all__ = ["EvalResult", "evaluate", "result_dict"]
+__all__ = ["EvalResult", "evaluate", "result_dict", "TTA_CHOICES"]

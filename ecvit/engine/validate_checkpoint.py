@@ -30,7 +30,7 @@ from ecvit.engine.outputs import check_output_dir, plot_confusion, write_json
 from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.spec import CheckpointSpec, choose_ema
-from ecvit.errors import CheckpointError, UsageError
+from ecvit.errors import CheckpointError, UsageError, printable
 
 
 def result_paths(checkpoint: str | Path, output_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -78,8 +78,9 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
     if plan.cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, eval_loader(data.val, plan.cfg, info), len(class_names), info,
-                      plan.precision.autocast, plan.cfg.train.channels_last)
+                      plan.precision.autocast, plan.cfg.train.channels_last, plan.cfg.test.tta)
     out = result_dict(result, class_names)
+    out["tta"] = plan.cfg.test.tta
     out.update(checkpoint=str(path), weights=weights, dataset=plan.cfg.data.dataset,
                data_root=plan.cfg.data.root)
     if info.is_main:
@@ -87,10 +88,35 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
         json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, json_path)
         plot_confusion(result.confusion, class_names, png_path)
-        print(f"validate {path} ({weights}) on {plan.cfg.data.dataset}: top1 {out['top1']:.2f}  "
-              f"top5 {out['top5']:.2f}  loss {out['loss']:.4f}  samples {out['num_samples']}  "
+        top5 = f"top5 {out['top5']:.2f}  " if out["top5"] is not None else ""
+        tta = f", tta {out['tta']}" if out["tta"] != "none" else ""
+        print(f"validate {path} ({weights}{tta}) on {plan.cfg.data.dataset}: top1 {out['top1']:.2f}  "
+              f"{top5}loss {out['loss']:.4f}  samples {out['num_samples']}  "
               f"bad_images {out['num_bad_images']}; wrote {json_path}, {png_path}", flush=True)
+        for line in metric_lines(out):
+            print(line, flush=True)
     return out
+
+
+MAX_CLASS_ROWS = 20  # per-class rows on the console (all of them are in the JSON)
+
+
+def metric_lines(out: dict[str, Any]) -> list[str]:
+    """Macro precision/recall/F1 and ECE, then a per-class table for up to 20 classes."""
+    lines = [f"macro precision {out['precision_macro']:.2f}  recall {out['recall_macro']:.2f}  "
+             f"f1 {out['f1_macro']:.2f}  ece {out['ece']:.2f} ({out['ece_bins']} bins of top-1 "
+             "confidence)"]
+    rows = out["per_class_metrics"]
+    if len(rows) > MAX_CLASS_ROWS:
+        return lines + [f"per-class metrics of the {len(rows)} classes: see the JSON file"]
+    width = max(len("class"), *(len(printable(n)) for n in rows))
+    lines.append(f"{'class':<{width}}  accuracy  precision  recall      f1  support")
+    for name, m in rows.items():
+        acc = out["per_class"][name]
+        shown = f"{acc:8.2f}" if acc is not None else f"{'-':>8}"
+        lines.append(f"{printable(name):<{width}}  {shown}  {m['precision']:9.2f}  {m['recall']:6.2f}"
+                     f"  {m['f1']:6.2f}  {m['support']:7d}")
+    return lines
 
 
 class SelectOutputs(torch.nn.Module):
