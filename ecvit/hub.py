@@ -20,8 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from ecvit.checkpoint import read_checkpoint
-from ecvit.errors import CheckpointError, UsageError
+from ecvit.checkpoint import current_umask, read_checkpoint, storage_message
+from ecvit.errors import CheckpointError, StorageError, UsageError
 
 SOURCES = ("local-dir:", "hf-hub:")
 CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
@@ -149,17 +149,13 @@ def export_hf(checkpoint: Path, out: Path | None, use_ema: bool | None = None) -
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(hf_config(model, spec), indent=2) + "\n")
         (tmp / CARD).write_text(model_card(checkpoint, spec))
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
         _replace_folder(tmp, out)
+    except OSError as exc:  # full disk, read-only folder: one line, nothing half-written at out
+        raise StorageError(storage_message(out, exc, "export")) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _replace_folder(new: Path, out: Path) -> None:

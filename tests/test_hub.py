@@ -89,13 +89,18 @@ def test_ecvit_create_model_loads_the_folder(exported, run):
         assert again.pretrained_cfg["mean"] == (0.3, 0.4, 0.5)
 
 
-def test_reexport_replaces_the_folder(run, exported, tmp_path):
+def test_reexport_replaces_the_folder(run, exported, tmp_path, capsys):
     out = tmp_path / "hf"
     shutil.copytree(exported, out)
     (out / "stale.txt").write_text("old")
     assert main(["export", "--checkpoint", str(run[0]), "--format", "hf", "--out", str(out)]) == 0
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run_entry(main, ["export", "--checkpoint", str(run[0]), "--format", "hf",
+                                    "--out", str(tmp_path / "notes.txt")], capsys)
+    assert code == 2 and "notes.txt exists and is not a model folder" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def hf_cache(tmp_path, monkeypatch, folder, repo="my-org/digits-ecvit"):
