@@ -1,0 +1,99 @@
+"""``ecvit validate``: precision/recall/F1, expected calibration error, top-k only when
+meaningful, the per-class console table and ``--tta flip``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from _engine_helpers import tiny_cfg
+from ecvit.cli import main
+from ecvit.engine import train
+from ecvit.engine.metrics import calibration_bins, expected_calibration_error, precision_recall_f1
+
+PROBE = "engine_probe_net"
+
+
+def test_ece_by_hand():
+    # top-1 confidences 0.9, 0.9 (one right) share bin 13 (0.867, 0.933]; 0.7 (right) is in bin 10
+    probs = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.3, 0.7]])
+    correct = torch.tensor([True, False, True])
+    bins = calibration_bins(probs, correct)
+    assert bins[:, 0].tolist().count(0) == 13 and bins[13, 0] == 2 and bins[10, 0] == 1
+    expected = 100 * (abs(1 - 1.8) + abs(1 - 0.7)) / 3
+    assert expected_calibration_error(bins) == pytest.approx(expected)
+    assert expected_calibration_error(torch.zeros(15, 3)) == 0.0
+
+
+def test_precision_recall_f1_match_sklearn_on_labels():
+    y_true = [0, 0, 1, 1, 2, 2, 2, 3]
+    y_pred = [0, 1, 1, 1, 2, 0, 2, 0]
+    confusion = torch.zeros(4, 4, dtype=torch.int64)
+    for t, p in zip(y_true, y_pred):
+        confusion[t, p] += 1
+    out = precision_recall_f1(confusion, ["a", "b", "c", "d"])
+    kw = dict(average="macro", zero_division=0)
+    assert out["precision_macro"] == pytest.approx(100 * precision_score(y_true, y_pred, **kw))
+    assert out["recall_macro"] == pytest.approx(100 * recall_score(y_true, y_pred, **kw))
+    assert out["f1_macro"] == pytest.approx(100 * f1_score(y_true, y_pred, **kw))
+    assert out["per_class_metrics"]["b"] == pytest.approx(
+        {"precision": 100 * 2 / 3, "recall": 100.0, "f1": 80.0, "support": 2})
+    assert out["per_class_metrics"]["d"]["f1"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Probe models trained 1 epoch on 4 and on 7 simulated classes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    runs = {}
+    for classes in (4, 7):
+        out = tmp_path_factory.mktemp(f"c{classes}")
+        train(tiny_cfg(out, "TRAIN.EPOCHS", "1", "DATA.NUM_CLASSES", str(classes), model=PROBE))
+        runs[classes] = out
+    torch.set_num_threads(threads)
+    return runs
+
+
+def _validate(run: Path, out: Path, *flags: str) -> dict:
+    assert main(["validate", "--checkpoint", str(run / "model_best.pth"), "--output-dir", str(out),
+                 "--device", "cpu", *flags]) == 0
+    return json.loads((out / "model_best.validate.json").read_text())
+
+
+@pytest.mark.slow
+def test_validate_reports_metrics_and_hides_top5_with_few_classes(checkpoints, tmp_path, capsys):
+    result = _validate(checkpoints[4], tmp_path / "v4")
+    console = capsys.readouterr().out
+    assert result["top5"] is None and "top5" not in console
+    assert result["ece_bins"] == 15 and 0.0 <= result["ece"] <= 100.0
+    assert set(result["per_class_metrics"]) == set(result["per_class"]) and len(result["per_class"]) == 4
+    assert {"precision_macro", "recall_macro", "f1_macro"} <= set(result)
+    supports = sum(m["support"] for m in result["per_class_metrics"].values())
+    assert supports == result["num_samples"] == 21
+    assert "macro precision" in console and "ece" in console
+    table = [line for line in console.splitlines() if line.split()[:1] and line.split()[0] in result["per_class"]]
+    assert len(table) == 4
+
+    result7 = _validate(checkpoints[7], tmp_path / "v7")
+    assert result7["top5"] is not None and "top5" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_tta_flip_averages_the_mirror_image(checkpoints, tmp_path, capsys):
+    plain = _validate(checkpoints[4], tmp_path / "plain")
+    flip = _validate(checkpoints[4], tmp_path / "flip", "--tta", "flip")
+    assert flip["tta"] == "flip" and plain["tta"] == "none"
+    assert flip["num_samples"] == plain["num_samples"]
+    assert flip["loss"] != plain["loss"]  # the probe net is not mirror-symmetric
+    assert "tta flip" in capsys.readouterr().out
+
+
+def test_bad_tta_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--tta", "crops"])
+    assert exc.value.code == 2 and "--tta" in capsys.readouterr().err
