@@ -54,7 +54,7 @@ def test_help_documents_every_subcommand(capsys):
                "[MODEL.ARGS.NUM_HEADS]"]),
     ("validate", ["[TEST.BATCH_SIZE] (default: 128)", "--checkpoint PATH"]),
     ("predict", ["(default: 5)"]),
-    ("export", ["{onnx,safetensors,torchscript}"]),
+    ("export", ["{onnx,safetensors,torchscript,hf}", "--out PATH, --output PATH"]),
     ("models", ["--markdown"]),
     ("benchmark", ["(default: 32)", "{off,bf16,fp16}", "--channels-last"]),
 ])
