@@ -266,8 +266,15 @@ class _Run:
         self.log(f"done: best epoch {best['epoch']} top-1 {best[metric]:.2f}"
                  f"{' (EMA weights)' if self.ema is not None else ''}, last epoch {last['epoch']} "
                  f"top-1 {last[metric]:.2f}; wrote {self.out / 'model_best.pth'}, "
-                 f"{self.out / 'checkpoint.pth'}, metrics.json, summary.csv, curves.png, "
-                 f"train.log, tb/")
+                 f"{self.out / 'checkpoint.pth'}, metrics.json, curves.png, train.log"
+                 f"{self._logger_outputs()}")
+
+    def _logger_outputs(self) -> str:
+        """``, summary.csv, tb/, ...``: what TRAIN.LOGGERS added to the output folder."""
+        from ecvit.engine.trackers import logger_names
+
+        where = {"csv": "summary.csv", "tensorboard": "tb/", "wandb": "wandb/", "mlflow": "mlflow run"}
+        return "".join(f", {where[name]}" for name in logger_names(self.cfg))
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over the training shard; returns (mean loss over all ranks, bad images).
