@@ -47,7 +47,9 @@ def _cheap(name: str) -> dict:
     if family == "ecvit.models.cvt":
         return dict(depths=(1, 1, 1))
     if family == "ecvit.models.vit_dw":
-        return dict(depth=3)  # timm.create_model(features_only=True) takes the last 3 blocks
+        return dict(depth=3)
+    if family == "ecvit.models.cait":
+        return dict(depth=3, cls_depth=1)  # timm.create_model(features_only=True) takes the last 3 blocks
     if family == "ecvit.models.swin_dw":
         return dict(depths=(2, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 4, 8))  # shifted windows in stage 1
     if family == "ecvit.models.ecvit":
