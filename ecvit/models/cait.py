@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, register_notrace_module, resample_abs_pos_embed, use_fused_attn
+from timm.layers import DropPath, Mlp, PatchEmbed, register_notrace_module, resample_abs_pos_embed
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -66,9 +66,10 @@ class TalkingHeadsAttention(nn.Module):
     ``logits_g = sum_h W_pre[h, g] * q_h k_h^T / sqrt(d)``, ``A_g = softmax(logits_g)``,
     ``out_g = (sum_h W_post[h, g] A_h) v_g``. With ``context`` (class attention) the queries
     come from ``x`` and the keys/values from ``[x; context]``. No bias on q/kv, a bias on the
-    output projection (vit-pytorch). ``fused_attn``: the same function through SDPA, each
-    head attending over all heads' channels (see :meth:`_fused`); off, the weights are
-    explicit (``attn.softmax``, what ``timm.utils.AttentionExtract`` reads).
+    output projection (vit-pytorch). The weights are explicit by default (``attn.softmax``,
+    what ``timm.utils.AttentionExtract`` reads), vectorised over heads; ``fused_attn = True``
+    computes the same function through SDPA (see :meth:`_fused`), which keeps no ``N x N``
+    weights (less memory) for ``heads`` times the multiply-adds.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int) -> None:
@@ -76,7 +77,8 @@ class TalkingHeadsAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
-        self.fused_attn = use_fused_attn()
+        # explicit by default: the SDPA form costs `heads` times the attention multiply-adds
+        self.fused_attn = False
         # set_cpu_autocast_training: short attention in training runs in fp32 (see ecvit.models.layers)
         self.cpu_autocast_training = False
         self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
@@ -298,7 +300,8 @@ class CaiT(nn.Module):
         return out if keep is None else torch.where(keep[i], out, x)
 
     def _class_attention(self, x: torch.Tensor) -> torch.Tensor:
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        # a copy, not an expanded view (a no-grad view of a parameter confuses module hooks)
+        cls = self.cls_token.repeat(x.shape[0], 1, 1)
         keep = self._keep(len(self.blocks_token_only), x)
         for i, block in enumerate(self.blocks_token_only):
             out = block(cls, x)
