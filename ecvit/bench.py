@@ -67,6 +67,20 @@ def autocast_context(amp: str, device: torch.device) -> contextlib.AbstractConte
     return Precision(amp, device.type, flag="--amp").autocast()
 
 
+PROBE_SIZE = 256
+
+
+def _probe_seconds_per_flop(dtype: torch.dtype, dev: torch.device, gen: torch.Generator) -> float:
+    """Seconds per FLOP of one small product, to keep the peak measurement within seconds."""
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=gen).to(device=dev, dtype=dtype)
+    torch.mm(a, a)
+    _sync(dev)
+    t0 = time.perf_counter()
+    torch.mm(a, a)
+    _sync(dev)
+    return (time.perf_counter() - t0) / (2 * PROBE_SIZE**3)
+
+
 def measure_matmul_peak(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
@@ -81,6 +95,10 @@ def measure_matmul_peak(
     dev = torch.device(device)
     best = 0.0
     gen = torch.Generator(device="cpu").manual_seed(0)
+    seconds_per_flop = _probe_seconds_per_flop(dtype, dev, gen)
+    # A CPU without native bf16 (no AVX-512 BF16/AMX) emulates it ~1000x slower than fp32:
+    # sizes whose one product would take over half a second are skipped, the probe size kept.
+    sizes = tuple(n for n in sizes if 2 * n**3 * seconds_per_flop < 0.5) or (PROBE_SIZE,)
     for n in sizes:
         a = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
         b = torch.randn(n, n, generator=gen).to(device=dev, dtype=dtype)
