@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ecvit import __version__
-from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, SCHED_CHOICES, Config, config_from_dict,
+from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, SCHED_CHOICES, TTA_CHOICES, Config, config_from_dict,
                           get_key, load_config)
 from ecvit.errors import TrainingError, UsageError, printable
 
@@ -203,8 +203,9 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--warmup-epochs", "TRAIN.WARMUP_EPOCHS", "linear lr warmup epochs", int, metavar="N",
          commands=(TRAIN,)),
     Flag("--sched", "TRAIN.SCHED", "lr schedule", choices=SCHED_CHOICES, commands=(TRAIN,)),
-    Flag("--tta", "TEST.TTA", "test-time augmentation: flip averages the softmax probabilities "
-         "of each image and its horizontal mirror", choices=("none", "flip"), commands=(VALIDATE,)),
+    Flag("--tta", "TEST.TTA", "test-time augmentation, averaging softmax probabilities: flip (the "
+         "image and its mirror), five-crop (corner and center crops of the img_size/crop_pct "
+         "resize), ten-crop (those and their mirrors)", choices=TTA_CHOICES, commands=(VALIDATE,)),
     Flag("--use-ema", "TEST.USE_EMA", "evaluate the EMA weights", None, commands=(VALIDATE,),
          default_text="the EMA weights when the checkpoint has them"),
     # run

@@ -31,6 +31,9 @@ CROP_MODE_CHOICES = ("center", "squash")
 SAMPLER_CHOICES = ("default", "repeated_aug")
 PIPELINE_CHOICES = ("timm", "torchvision", "resize-crop")
 SPLIT_CHOICES = ("official", "random")
+# TEST.TTA (validate): views whose softmax probabilities are averaged, see ecvit.engine.evaluate
+TTA_CHOICES = ("none", "flip", "five-crop", "ten-crop")
+CROP_TTA = ("five-crop", "ten-crop")  # these read the images at img_size / crop_pct, uncropped
 
 
 @dataclass
@@ -169,7 +172,10 @@ class TestConfig:
     use_ema: bool | None = None  # None: the EMA weights when the checkpoint has them
     img_size: int | None = None  # evaluation size; None: DATA.IMG_SIZE
     valid_labels: str = ""  # file of output indices (one per line): evaluate on those logits only
-    tta: str = "none"  # "flip": average the softmax of each image and its mirror image
+    # validate's test-time augmentation: "flip" averages the softmax of each image and its
+    # mirror; "five-crop" of the corner and center crops of the img_size / crop_pct resize;
+    # "ten-crop" of those five and their mirrors
+    tta: str = "none"
 
 
 @dataclass
@@ -493,7 +499,7 @@ def check_config(cfg: Config) -> None:
     _choice("TRAIN.AMP", cfg.train.amp, AMP_CHOICES)
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
-    _choice("TEST.TTA", cfg.test.tta, ("none", "flip"))
+    _choice("TEST.TTA", cfg.test.tta, TTA_CHOICES)
     from ecvit.engine.trackers import check_loggers  # the engine imports this module
 
     check_loggers(cfg)

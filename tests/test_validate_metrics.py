@@ -1,5 +1,5 @@
 """``ecvit validate``: precision/recall/F1, expected calibration error, top-k only when
-meaningful, the per-class console table and ``--tta flip``."""
+meaningful, the per-class console table and ``--tta`` (flip, five-crop, ten-crop)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from contextlib import nullcontext
+
 from _engine_helpers import tiny_cfg
 from ecvit.cli import main
 from ecvit.engine import train
+from ecvit.engine.distributed import DistInfo
+from ecvit.engine.evaluate import evaluate, tta_views
+from ecvit.engine.plan import resolve
 from ecvit.engine.metrics import calibration_bins, expected_calibration_error, precision_recall_f1
 
 PROBE = "engine_probe_net"
@@ -91,6 +96,55 @@ def test_tta_flip_averages_the_mirror_image(checkpoints, tmp_path, capsys):
     assert flip["num_samples"] == plain["num_samples"]
     assert flip["loss"] != plain["loss"]  # the probe net is not mirror-symmetric
     assert "tta flip" in capsys.readouterr().out
+
+
+def _loss_of_views(model, images, labels, views):
+    probs = torch.stack([model(v).softmax(1) for v in views]).mean(0)
+    return torch.nn.functional.nll_loss(probs.log(), labels).item(), probs.argmax(1)
+
+
+@pytest.mark.parametrize("tta", ["flip", "five-crop", "ten-crop"])
+def test_tta_is_the_mean_of_the_views_softmax(tta):
+    torch.manual_seed(0)
+    size = 8 if tta == "flip" else 10
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3)).eval()
+    images, labels = torch.randn(12, 3, size, size), torch.randint(0, 3, (12,))
+    loader = [(images[:7], labels[:7], 0), (images[7:], labels[7:], 0)]
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    result = evaluate(model, loader, 3, info, nullcontext, tta=tta, crop_size=8)
+
+    # the views by hand: corners, center and mirrors
+    crops = [images[..., :8, :8], images[..., :8, -8:], images[..., -8:, :8], images[..., -8:, -8:],
+             images[..., 1:9, 1:9]]
+    views = {"flip": [images, images.flip(-1)], "five-crop": crops,
+             "ten-crop": crops + [c.flip(-1) for c in crops]}[tta]
+    assert [v.shape for v in tta_views(images, tta, 8)] == [v.shape for v in views]
+    with torch.no_grad():
+        loss, predicted = _loss_of_views(model, images, labels, views)
+        single = model(images[..., 1:9, 1:9] if tta != "flip" else images).argmax(1)
+    assert result.loss == pytest.approx(loss, rel=1e-5)
+    assert result.top1 == pytest.approx(100 * (predicted == labels).float().mean().item())
+    assert result.num_samples == 12
+    assert not torch.equal(predicted, single) or tta == "flip"  # the views change predictions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tta", ["five-crop", "ten-crop"])
+def test_tta_crops_through_validate(checkpoints, tmp_path, capsys, tta):
+    plain = _validate(checkpoints[4], tmp_path / "plain")
+    crops = _validate(checkpoints[4], tmp_path / tta, "--tta", tta)
+    console = capsys.readouterr().out
+    assert crops["tta"] == tta and crops["num_samples"] == plain["num_samples"]
+    assert crops["loss"] != plain["loss"]
+    assert f"TEST.TTA {tta}: crops of 32 px from the 36 px resize" in console
+
+
+@pytest.mark.parametrize("crop_pct, resize", [("0.5", 64), ("1.0", 36)])
+def test_crop_tta_reads_the_crop_pct_resize(tmp_path, crop_pct, resize):
+    plan = resolve(tiny_cfg(tmp_path, "TEST.TTA", "five-crop", "DATA.CROP_PCT", crop_pct), training=False)
+    assert f"crops of 32 px from the {resize} px resize" in " ".join(plan.notes)
+    assert plan.datasets.val[0][0].shape[-2:] == (resize, resize)
+    assert plan.cfg.data.crop_pct == float(crop_pct)  # the plan keeps the user's settings
 
 
 def test_bad_tta_is_a_usage_error(capsys):

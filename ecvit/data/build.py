@@ -235,7 +235,7 @@ def _build_simulated(cfg: Config) -> DataBundle:
     train_tf = TensorTransform(
         d.img_size, mean, std, d.interpolation, hflip=cfg.aug.hflip, reprob=cfg.aug.reprob
     )
-    eval_tf = TensorTransform(d.img_size, mean, std, d.interpolation)
+    eval_tf = TensorTransform(cfg.test.img_size or d.img_size, mean, std, d.interpolation)
     train = SimulatedDataset(d.train_size, d.num_classes, d.img_size, cfg.seed, 0, train_tf)
     val = SimulatedDataset(d.val_size, d.num_classes, d.img_size, cfg.seed, 1, eval_tf)
     return DataBundle(train, val, d.num_classes, list(train.classes), mean, std)
@@ -256,7 +256,7 @@ def _build_digits(cfg: Config) -> DataBundle:
         scale=DIGITS_SCALE,
         reprob=cfg.aug.reprob,
     )
-    eval_tf = TensorTransform(d.img_size, mean, std, d.interpolation)
+    eval_tf = TensorTransform(cfg.test.img_size or d.img_size, mean, std, d.interpolation)
     train = DigitsDataset(x_train, y_train, train_tf)
     val = DigitsDataset(x_val, y_val, eval_tf)
     return DataBundle(train, val, 10, list(train.classes), mean, std)

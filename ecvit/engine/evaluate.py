@@ -13,13 +13,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from torchvision.transforms.functional import five_crop
 
+from ecvit.config import CROP_TTA, TTA_CHOICES
 from ecvit.engine.distributed import DistInfo, all_reduce_sum
 from ecvit.engine.loaders import iterate
 from ecvit.engine.metrics import ECE_BINS, calibration_bins, expected_calibration_error, precision_recall_f1
 
-# TEST.TTA: "none", or "flip" (softmax probabilities of the image and its mirror image, averaged)
-TTA_CHOICES = ("none", "flip")
+
+def tta_views(images: torch.Tensor, tta: str, crop_size: int | None = None) -> list[torch.Tensor]:
+    """The batches whose predictions TEST.TTA ``tta`` averages: ``[images]`` for ``"none"``;
+    the images and their mirrors for ``"flip"``; the four corner crops and the center crop
+    (torchvision's FiveCrop) for ``"five-crop"``, those and their mirrors for ``"ten-crop"``.
+
+    For the crop modes ``images`` are the ``img_size / crop_pct`` resize and ``crop_size``
+    the model's input size.
+    """
+    if tta in CROP_TTA:
+        if crop_size is None:
+            raise ValueError(f"tta={tta!r} needs crop_size")
+        crops = list(five_crop(images, [crop_size, crop_size]))
+        return crops + [c.flip(-1) for c in crops] if tta == "ten-crop" else crops
+    if tta == "flip":
+        return [images, images.flip(-1)]
+    return [images]
 
 
 @dataclass
@@ -43,11 +60,12 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistInfo,
              autocast: Callable[[], ContextManager], channels_last: bool = False,
-             tta: str = "none") -> EvalResult:
+             tta: str = "none", crop_size: int | None = None) -> EvalResult:
     """Run ``model`` over this rank's shard and reduce the sums over all ranks.
 
-    ``tta="flip"`` averages the softmax probabilities of each image and its horizontal mirror;
-    loss, top-k and calibration then use those averaged probabilities.
+    With ``tta`` other than ``"none"`` the softmax probabilities of the views of
+    :func:`tta_views` are averaged (one forward pass per view, so memory stays that of one
+    batch); loss, top-k and calibration then use the log of those averaged probabilities.
     """
     was_training = model.training
     model.eval()
@@ -68,13 +86,7 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
         labels = labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            logits = model(images)
-        logits = logits.float()
-        if tta == "flip":
-            with autocast():
-                mirrored = model(images.flip(-1)).float()
-            logits = ((logits.softmax(1) + mirrored.softmax(1)) / 2).log()  # log of mean probs
+        logits = _predict(model, images, autocast, tta, crop_size)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         topk = logits.topk(k, dim=1).indices
         # A row with inf/NaN logits predicts nothing: it counts as wrong (topk would pick an
@@ -103,6 +115,21 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, info: DistI
     )
 
 
+def _predict(model: nn.Module, images: torch.Tensor, autocast: Callable[[], ContextManager],
+             tta: str, crop_size: int | None) -> torch.Tensor:
+    """fp32 logits; with test-time augmentation, the log of the views' mean probabilities."""
+    views = tta_views(images, tta, crop_size)
+    if len(views) == 1:
+        with autocast():
+            return model(views[0]).float()
+    probs = None
+    for view in views:  # a handful of views at most: one batch in memory at a time
+        with autocast():
+            p = model(view).float().softmax(1)
+        probs = p if probs is None else probs + p
+    return (probs / len(views)).log()
+
+
 def result_dict(result: EvalResult, class_names: list[str]) -> dict[str, Any]:
     """The dict ``validate`` returns and writes to validate.json.
 
@@ -124,4 +151,4 @@ def result_dict(result: EvalResult, class_names: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["EvalResult", "evaluate", "result_dict", "TTA_CHOICES"]
+__all__ = ["EvalResult", "evaluate", "result_dict", "tta_views", "TTA_CHOICES", "CROP_TTA"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 import yaml
 from torch import nn
 
-from ecvit.config import Config, check_config, coerce, get_key
+from ecvit.config import CROP_TTA, Config, check_config, coerce, get_key
 from ecvit.engine.outputs import check_output_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
@@ -125,7 +126,12 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     cfg.model.args = check_model_args(cfg.model.name, cfg.model.args)
     _resolve_data_settings(cfg)
     _check_augment(cfg)
-    data = build_datasets(cfg)
+    data_cfg = cfg
+    if not training and cfg.test.tta in CROP_TTA:
+        data_cfg = _crop_tta_data_cfg(cfg)
+        notes.append(f"TEST.TTA {cfg.test.tta}: crops of {_eval_size(cfg)} px from the "
+                     f"{data_cfg.test.img_size} px resize, softmax averaged")
+    data = build_datasets(data_cfg)
     if training:
         _check_streamed(cfg, data.train)
     cfg.data.mean, cfg.data.std = [float(v) for v in data.mean], [float(v) for v in data.std]
@@ -158,6 +164,24 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
                    class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
                    num_macs=num_macs, drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
                    resume=resume, datasets=data, notes=tuple(notes))
+
+
+TTA_CROP_PCT = 0.875  # crop TTA's resize when DATA.CROP_PCT is 1 (resize 256, crops of 224)
+
+
+def _eval_size(cfg: Config) -> int:
+    return int(cfg.test.img_size or cfg.data.img_size)
+
+
+def _crop_tta_data_cfg(cfg: Config) -> Config:
+    """The data settings of validate's crop TTA: the validation images resized to
+    ``floor(size / DATA.CROP_PCT)`` and not cropped; the crops are taken per batch. A crop
+    of 1 (no border to crop from, as for in-memory datasets) uses timm's 0.875 instead."""
+    size = _eval_size(cfg)
+    crop_pct = cfg.data.crop_pct if cfg.data.crop_pct < 1.0 else TTA_CROP_PCT
+    data_cfg = copy.deepcopy(cfg)
+    data_cfg.test.img_size, data_cfg.data.crop_pct = max(size + 1, math.floor(size / crop_pct)), 1.0
+    return data_cfg
 
 
 def _amp_key(cfg: Config) -> str:

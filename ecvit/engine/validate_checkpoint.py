@@ -78,7 +78,8 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
     if plan.cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, eval_loader(data.val, plan.cfg, info), len(class_names), info,
-                      plan.precision.autocast, plan.cfg.train.channels_last, plan.cfg.test.tta)
+                      plan.precision.autocast, plan.cfg.train.channels_last, plan.cfg.test.tta,
+                      crop_size=plan.cfg.test.img_size or plan.cfg.data.img_size)
     out = result_dict(result, class_names)
     out["tta"] = plan.cfg.test.tta
     out.update(checkpoint=str(path), weights=weights, dataset=plan.cfg.data.dataset,
