@@ -18,8 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ecvit.cli import (CONFIG_KEYS_EPILOG, PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags, cmd_train,
-                       cmd_validate, config_from_args, run_command)
+from ecvit.cli import (CONFIG_KEYS_EPILOG, PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags,
+                       apply_openmp_flag, cmd_train, cmd_validate, config_from_args, run_command)
 from ecvit.config import Config
 from ecvit.errors import UsageError
 
@@ -64,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command(lambda: run(args))
+
+    def go() -> int:
+        apply_openmp_flag(args, argv)
+        return run(args)
+
+    return run_command(go)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Compared (issue 4):
 - our ``ecvit_small`` vs both peers.
 Each in fp32 and autocast (bf16 on CPU; bf16/fp16 on CUDA), inference and a training step
 (forward, cross-entropy, backward, AdamW). Our models are fused (``fuse()``) for inference;
-CvT-13 and ECViT-Small are also timed for inference as a user builds them (``.eval()``, no
+Each of ours is also timed for inference as a user builds it (``.eval()``, no
 ``fuse()``), which should match the fused numbers since eval mode folds BatchNorm itself.
 
     python benchmarks/compare.py                      # CPU, batch 32, 224 px
@@ -65,6 +65,7 @@ PAIRS = [
     ("ecvit ecvit_small", "timm deit_tiny_patch16_224"),
     # eval mode folds BatchNorm by itself: a model as a user builds it should match fuse()
     ("ecvit cvt_13 (as built)", "ecvit cvt_13"),
+    ("ecvit vit_tiny (as built)", "ecvit vit_tiny"),
     ("ecvit ecvit_small (as built)", "ecvit ecvit_small"),
 ]
 
@@ -103,7 +104,7 @@ def _same_function_check(ours: nn.Module, hf: nn.Module, img_size: int) -> float
 
 
 def build_impls(img_size: int, num_classes: int = 1000) -> tuple[list[Impl], dict[str, Any]]:
-    """The five implementations, and notes (e.g. the CvT logit difference after the copy)."""
+    """Ours (fused, and as built) and the peers; notes such as the CvT logit difference after the copy."""
     import timm
     from transformers import CvtConfig, CvtForImageClassification
 
@@ -132,6 +133,7 @@ def build_impls(img_size: int, num_classes: int = 1000) -> tuple[list[Impl], dic
         Impl("timm deit_tiny_patch16_224", lambda: copy.deepcopy(deit)),
         Impl("ecvit ecvit_small", lambda: copy.deepcopy(ecv), fuse=True),
         Impl("ecvit cvt_13 (as built)", lambda: copy.deepcopy(ours_cvt), infer_only=True),
+        Impl("ecvit vit_tiny (as built)", lambda: copy.deepcopy(vit), infer_only=True),
         Impl("ecvit ecvit_small (as built)", lambda: copy.deepcopy(ecv), infer_only=True),
     ]
     return impls, notes

@@ -7,8 +7,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from ecvit.checkpoint import read_checkpoint
-from ecvit.models import create_model, list_models
+from ecvit import openmp as _openmp
+
+_openmp.apply_default()  # before torch loads: OpenMP reads its wait policy once (see ecvit.openmp)
+
+from ecvit.checkpoint import read_checkpoint  # noqa: E402  (after the OpenMP setting)
+from ecvit.models import create_model, list_models  # noqa: E402
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ecvit import __version__
+from ecvit import __version__, openmp
 from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, SCHED_CHOICES, TTA_CHOICES, Config, config_from_dict,
                           get_key, load_config)
 from ecvit.errors import TrainingError, UsageError, printable
@@ -261,12 +261,32 @@ def add_config_flags(parser: argparse.ArgumentParser, commands: Sequence[str],
         else:
             parser.add_argument(flag.option, dest=flag.dest, type=flag.type, choices=flag.choices,
                                 metavar=flag.metavar, default=argparse.SUPPRESS, help=help_text)
+    add_openmp_flag(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="run the preflight (model built on the meta device, data root and "
                              "layout read, device, precision and resume checked), print the plan "
                              "and the resolved config as YAML, and exit without writing anything")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides after all flags, e.g. TRAIN.LR 0.1 DATA.IMG_SIZE 64")
+
+
+def add_openmp_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--openmp", choices=openmp.CHOICES, default="shared",
+                        help="how PyTorch's CPU threads wait: shared (spin briefly, then sleep, so "
+                             "other busy processes do not slow every step down) or torch (OpenMP's "
+                             f"own long spin; restarts the command; env {openmp.OPT_OUT}=torch "
+                             "does the same without a restart)")
+
+
+def apply_openmp_flag(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    """``--openmp torch``: start this command again under OpenMP's default wait policy, if
+    ecvit set its own when it was imported (only a new process reads the setting)."""
+    if getattr(args, "openmp", "shared") != "torch" or not openmp.applied():
+        return
+    if argv is not None:  # called from Python: re-running the process would run its caller
+        raise UsageError(f"--openmp torch: set {openmp.OPT_OUT}=torch before importing ecvit "
+                         "(OpenMP reads its settings when torch loads)")
+    openmp.restart_with_openmp_default()
 
 
 def _get_or_none(cfg: Config, key: str) -> Any:
@@ -613,7 +633,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ecvit`` console script and ``python -m ecvit``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_command(lambda: args.func(args))
+    return run_command(lambda: _run(args, argv))
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    apply_openmp_flag(args, argv)
+    return args.func(args)
 
 
 __all__ = ["main", "build_parser", "CONFIG_FLAGS", "CONFIG_KEYS_EPILOG", "Flag", "add_config_flags",

@@ -25,6 +25,7 @@ import torch
 import yaml
 from torch import nn
 
+from ecvit import openmp
 from ecvit.config import CROP_TTA, Config, check_config, coerce, get_key
 from ecvit.engine.outputs import check_output_dir
 from ecvit.engine.precision import Precision, resolve_device
@@ -94,7 +95,8 @@ class RunPlan:
             + f", mean {_fmt(c.data.mean)} std {_fmt(c.data.std)}",
             f"device {self.device}, precision {self.precision}"
             + (", torch.compile" if c.train.compile else "")
-            + (", gradient checkpointing" if c.train.grad_checkpointing else ""),
+            + (", gradient checkpointing" if c.train.grad_checkpointing else "")
+            + (f"; {torch.get_num_threads()} CPU threads, {openmp.describe()}" if self.device.type == "cpu" else ""),
             f"output {c.output_dir}: {state}",
         ]
         lines += [f"resume changes {key}: {old} -> {new} (applied from epoch {r.epoch + 1})"
