@@ -5,9 +5,9 @@ others, spinning on its core (GNU OpenMP's default: 300,000 rounds, milliseconds
 another busy process shares the cores, the thread it displaced cannot run on the spinning
 one's core, and each of a training step's thousands of short kernels waits for a scheduler
 time slice: ``ecvit train``'s default job took 283 s instead of 13 s beside one other
-PyTorch process (``benchmarks/results/shared_cpu.md``). With a short spin (1,000 rounds,
+PyTorch process (``benchmarks/NOTES.md``, round 3). With a short spin (1,000 rounds,
 tens of microseconds) the waiting thread sleeps soon and frees its core; on a quiet machine
-that is as fast as the long spin (the same table), and the numbers computed are unchanged.
+that is as fast as the long spin (``benchmarks/results/shared_cpu-*.md``), and the numbers computed are unchanged.
 
 OpenMP reads its settings once, when PyTorch is loaded, so :func:`apply_default` runs when
 ``ecvit`` is imported, before it imports torch. It sets ``GOMP_SPINCOUNT`` only if torch is
@@ -55,7 +55,7 @@ def describe() -> str:
     return f"OpenMP wait policy: {chosen or 'OpenMP default'}"
 
 
-def restart_with_openmp_default(argv: list[str] | None = None) -> None:
+def restart_with_openmp_default() -> None:
     """For ``--openmp torch``: if this process set the short spin, start the same command
     again with OpenMP's default (the setting is read once, when torch loads). Does not
     return in that case; otherwise it does nothing."""
@@ -63,10 +63,9 @@ def restart_with_openmp_default(argv: list[str] | None = None) -> None:
         return
     env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
     env[OPT_OUT] = "torch"
-    command = list(argv if argv is not None else sys.orig_argv)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *command[1:]], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 __all__ = ["SPINCOUNT", "OPT_OUT", "CHOICES", "applied", "apply_default", "describe", "restart_with_openmp_default"]

@@ -19,7 +19,6 @@ from ecvit.cli import apply_openmp_flag, build_parser, main
 from ecvit.errors import UsageError
 
 
-
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", openmp.OPT_OUT)}
 

@@ -4,13 +4,12 @@ meaningful, the per-class console table and ``--tta`` (flip, five-crop, ten-crop
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
-
-from contextlib import nullcontext
 
 from _engine_helpers import tiny_cfg
 from ecvit.cli import main

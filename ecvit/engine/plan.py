@@ -131,7 +131,7 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     data_cfg = cfg
     if not training and cfg.test.tta in CROP_TTA:
         data_cfg = _crop_tta_data_cfg(cfg)
-        notes.append(f"TEST.TTA {cfg.test.tta}: crops of {_eval_size(cfg)} px from the "
+        notes.append(f"TEST.TTA {cfg.test.tta}: crops of {eval_size(cfg)} px from the "
                      f"{data_cfg.test.img_size} px resize, softmax averaged")
     data = build_datasets(data_cfg)
     if training:
@@ -171,7 +171,8 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
 TTA_CROP_PCT = 0.875  # crop TTA's resize when DATA.CROP_PCT is 1 (resize 256, crops of 224)
 
 
-def _eval_size(cfg: Config) -> int:
+def eval_size(cfg: Config) -> int:
+    """The model's input size at evaluation: TEST.IMG_SIZE, else DATA.IMG_SIZE."""
     return int(cfg.test.img_size or cfg.data.img_size)
 
 
@@ -179,7 +180,7 @@ def _crop_tta_data_cfg(cfg: Config) -> Config:
     """The data settings of validate's crop TTA: the validation images resized to
     ``floor(size / DATA.CROP_PCT)`` and not cropped; the crops are taken per batch. A crop
     of 1 (no border to crop from, as for in-memory datasets) uses timm's 0.875 instead."""
-    size = _eval_size(cfg)
+    size = eval_size(cfg)
     crop_pct = cfg.data.crop_pct if cfg.data.crop_pct < 1.0 else TTA_CROP_PCT
     data_cfg = copy.deepcopy(cfg)
     data_cfg.test.img_size, data_cfg.data.crop_pct = max(size + 1, math.floor(size / crop_pct)), 1.0
@@ -386,5 +387,5 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-__all__ = ["RunPlan", "ResumePlan", "resolve", "check_model_args", "RUN_IDENTITY",
+__all__ = ["RunPlan", "ResumePlan", "resolve", "eval_size", "check_model_args", "RUN_IDENTITY",
            "RESUMABLE_CHANGES"]

@@ -27,7 +27,7 @@ from ecvit.engine.builder import build_model, model_from_checkpoint
 from ecvit.engine.evaluate import evaluate, result_dict
 from ecvit.engine.loaders import eval_loader
 from ecvit.engine.outputs import check_output_dir, plot_confusion, write_json
-from ecvit.engine.plan import RunPlan, resolve
+from ecvit.engine.plan import RunPlan, eval_size, resolve
 from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError, printable
@@ -79,7 +79,7 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
         model = model.to(memory_format=torch.channels_last)
     result = evaluate(model, eval_loader(data.val, plan.cfg, info), len(class_names), info,
                       plan.precision.autocast, plan.cfg.train.channels_last, plan.cfg.test.tta,
-                      crop_size=plan.cfg.test.img_size or plan.cfg.data.img_size)
+                      crop_size=eval_size(plan.cfg))
     out = result_dict(result, class_names)
     out["tta"] = plan.cfg.test.tta
     out.update(checkpoint=str(path), weights=weights, dataset=plan.cfg.data.dataset,
