@@ -13,8 +13,9 @@ import ecvit
 from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
 from ecvit.models import set_cpu_autocast_training
-from ecvit.models.ecvit import (ECViT, EncoderBlock, PairDropPath, PartitionedAttention, SeparableConv, Tokenizer,
-                                sincos_table)
+from ecvit.models.ecvit import (ECViT, EncoderBlock, InteractiveFFN, PairDropPath, PartitionedAttention, SeparableConv,
+                                Tokenizer, linear_after_linear, sincos_table)
+from ecvit.models.layers import set_eval_folding
 
 TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
 
@@ -415,6 +416,71 @@ def test_separable_conv_token_path_matches_conv_path():
     x = torch.randn(2, 5, 7, 16)  # [B, H, W, C]
     ref = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     torch.testing.assert_close(conv.forward_nhwc(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tokens, chained", [(40, True), (8, False)])
+def test_linear_after_linear_is_the_two_linears(tokens, chained):
+    """Same output and gradients for both layers; the product is taken only when the tokens
+    outnumber the output features (fewer MACs than the intermediate Linear)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, tokens // 2, 12, generator=g, requires_grad=True)
+    params = [torch.randn(s, generator=g, requires_grad=True) for s in ([12, 12], [12], [16, 12], [16])]
+    w1, b1, w2, b2 = params
+    out = linear_after_linear(x, w1, b1, w2, b2)
+    ref = F.linear(F.linear(x, w1, b1), w2, b2)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    grads = torch.autograd.grad(out.square().sum(), [x, *params])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *params])
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        linear_after_linear(x, w1, b1, w2, b2)
+    two_linears = 2 * (tokens * 12 * 12 + tokens * 12 * 16)
+    assert (counter.get_total_flops() < two_linears) == chained
+
+
+def _ffn_as_written(ffn: InteractiveFFN, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's I-FFN step by step: convs on the patch map, then fc1 -> GELU -> fc2 on all tokens."""
+    x = ffn.conv_v(ffn.conv_h(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+    return ffn.fc2(ffn.act(ffn.fc1(cls))), ffn.fc2(ffn.act(ffn.fc1(x)))
+
+
+@pytest.mark.parametrize("grid", [(7, 9), (2, 2)])  # 126 tokens: chained in training; 8: not
+def test_interactive_ffn_chains_pointwise_conv_and_fc1_exactly(grid):
+    torch.manual_seed(0)
+    ffn = InteractiveFFN(16, mlp_ratio=2.0, conv_pos="input").train()
+    cls, x = torch.randn(2, 16), torch.randn(2, *grid, 16)
+    out, ref = ffn(cls, x), _ffn_as_written(ffn, cls, x)
+    for got, want in zip(out, ref):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    grads = torch.autograd.grad(sum(t.square().sum() for t in out), list(ffn.parameters()))
+    ref_grads = torch.autograd.grad(sum(t.square().sum() for t in ref), list(ffn.parameters()))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+    ffn.eval()  # cached product in eval; rebuilt after the weights change (an optimizer step)
+    for _ in range(2):
+        with torch.no_grad():
+            out, ref = ffn(cls, x), _ffn_as_written(ffn, cls, x)
+            for got, want in zip(out, ref):
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+            ffn.fc1.weight.add_(0.5)
+            ffn.conv_v.pw.bias.add_(0.5)
+
+
+def test_interactive_ffn_runs_as_written_with_eval_folding_off():
+    """``set_eval_folding(model, False)`` (used to count the model's own MACs) skips the product."""
+    ffn = InteractiveFFN(16, mlp_ratio=2.0, conv_pos="input").eval()
+    x = torch.randn(1, 7, 7, 16)
+    macs = {}
+    for folding in (True, False):
+        set_eval_folding(ffn, folding)
+        with torch.no_grad():
+            ffn(torch.randn(1, 16), x)  # builds the cached product (folding on)
+        with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            ffn(torch.randn(1, 16), x)
+        macs[folding] = counter.get_total_flops() // 2
+    assert macs[False] - macs[True] == 49 * 16 * 16  # the pointwise conv as a separate Linear
 
 
 def test_drop_path_draws_one_mask_per_sample_for_class_and_patch_tokens():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecvit.models import set_cpu_autocast_training
-from ecvit.models.layers import fp32_attention, grid_to_tokens, img_size_cfg_overlay, tokens_to_grid
+from ecvit.models.layers import fp32_attention, grid_to_tokens, img_size_cfg_overlay, split_heads, tokens_to_grid
 
 
 def _qkv(keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -79,3 +79,18 @@ def test_img_size_cfg_overlay(kwargs, expected):
     kwargs = dict(kwargs)
     assert img_size_cfg_overlay(kwargs) == expected
     assert "pretrained_cfg_overlay" not in kwargs
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_split_heads_gives_timms_views_and_gradients(parts):
+    """The q/k/v views timm takes (move the parts axis first, unbind) and the same gradient."""
+    packed = torch.randn(2, 5, parts * 4 * 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ours = split_heads(packed, parts, num_heads=4)
+    ref = packed.reshape(2, 5, parts, 4, 6).permute(2, 0, 3, 1, 4).unbind(0)
+    assert len(ours) == parts
+    for got, want in zip(ours, ref):
+        assert got.shape == (2, 4, 5, 6) and torch.equal(got, want) and got.stride() == want.stride()
+    weights = [torch.randn(2, 4, 5, 6) for _ in range(parts)]
+    grad = torch.autograd.grad(sum((t * w).sum() for t, w in zip(ours, weights)), packed)[0]
+    ref_grad = torch.autograd.grad(sum((t * w).sum() for t, w in zip(ref, weights)), packed)[0]
+    assert torch.equal(grad, ref_grad)

@@ -44,7 +44,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, img_size_cfg_overlay, tokens_to_grid
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, img_size_cfg_overlay, split_heads, tokens_to_grid
 from ecvit.models.registry import register_model
 from ecvit.models.vit_dw import DWShortcut, patch_grid
 
@@ -94,7 +94,7 @@ class TalkingHeadsAttention(nn.Module):
         src = x if context is None else torch.cat([x, context], dim=1)
         h, d = self.num_heads, self.head_dim
         q = self.q(x).reshape(b, n, h, d).transpose(1, 2)
-        k, v = self.kv(src).reshape(b, src.shape[1], 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        k, v = split_heads(self.kv(src), 2, h)
         if self.cpu_autocast_training and self.training and src.shape[1] <= self.fp32_max_keys:
             out = self._fp32_attend(q, k, v)
         else:

@@ -34,6 +34,20 @@ def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def split_heads(packed: torch.Tensor, parts: int, num_heads: int) -> list[torch.Tensor]:
+    """``[B, N, parts * heads * head_dim]`` (a fused q/k/v Linear's output) -> ``parts`` views
+    ``[B, heads, N, head_dim]``.
+
+    Unbinding the ``parts`` axis in place (not after moving it first, as timm does) gives the
+    same views, but autograd's backward then stacks the attention gradients straight into the
+    Linear's layout: one copy instead of a stack and a strided copy (-8 ms of a 45 ms
+    attention forward + backward on ECViT's stage-1 windows, benchmarks/NOTES.md).
+    """
+    b, n = packed.shape[0], packed.shape[1]
+    views = packed.reshape(b, n, parts, num_heads, -1).unbind(2)
+    return [views[i].transpose(1, 2) for i in range(parts)]  # indexed: FX cannot iterate a traced value
+
+
 @torch.jit.unused
 def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
                    dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:

@@ -40,7 +40,7 @@ from timm.models import swin_transformer as timm_swin
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, split_heads
 from ecvit.models.registry import register_model
 from ecvit.models.vit_dw import DWShortcut
 
@@ -65,7 +65,7 @@ class WindowAttention(timm_swin.WindowAttention):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``[B * windows, Wh*Ww, C]``; ``mask``: ``[windows, Wh*Ww, Wh*Ww]`` (0 / -100) or None."""
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
         bias = self._get_rel_pos_bias()  # [1, heads, N, N]
         if mask is not None:  # per window; the windows of one image are consecutive
             windows = mask.shape[0]

@@ -42,7 +42,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, folding_applies, fp32_attention,
-                                 img_size_cfg_overlay, tokens_to_grid)
+                                 img_size_cfg_overlay, split_heads, tokens_to_grid)
 from ecvit.models.registry import register_model
 
 __all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
@@ -79,8 +79,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
         if self.cpu_autocast_training and self.training and n <= self.fp32_max_keys:
             x = fp32_attention(q, k, v, None, 0.0, None)
         elif self.fused_attn:
