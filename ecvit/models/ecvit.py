@@ -395,6 +395,7 @@ def linear_after_linear(x: torch.Tensor, first_weight: torch.Tensor, first_bias:
     return F.linear(F.linear(x, first_weight, first_bias), weight, bias)
 
 
+@register_notrace_module  # a leaf for timm's FX tools: the traced graph chains in eval as eager does
 class InteractiveFFN(FoldsInEval):
     """Interactive feed-forward network, I-FFN (Sec. III-C).
 
