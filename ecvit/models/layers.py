@@ -128,8 +128,9 @@ def _records_grad(sources: Sequence[torch.Tensor]) -> bool:
 
 
 class FoldsInEval(nn.Module):
-    """Base of the modules whose eval form folds a BatchNorm (see :func:`folding_applies`):
-    their weight cache, cleared on every mode change, and the ``set_eval_folding`` flag."""
+    """Base of the modules whose eval form folds weights together (a BatchNorm into a conv,
+    two Linear maps into one; see :func:`folding_applies`): their weight cache, cleared on
+    every mode change, and the ``set_eval_folding`` flag."""
 
     def __init__(self) -> None:
         super().__init__()
