@@ -389,6 +389,33 @@ def test_window_attention_runs_in_fp32_when_training_under_the_cpu_switch(monkey
     assert seen[-1][:3] == (torch.float32,) * 3
 
 
+def test_stem_depthwise_convs_run_in_fp32_when_training_under_the_cpu_switch():
+    """The switch on, training under CPU bf16 autocast: the tokenizer's strided depth-wise convs
+    get fp32 inputs (their bf16 backward is the slow path), the pointwise convs stay bf16, and
+    the stem computes the same function with gradients for every parameter; eval mode and the
+    switch off keep the depth-wise convs in bf16."""
+    torch.manual_seed(0)
+    stem = Tokenizer(3, 8, 16)
+    seen: list[tuple[str, torch.dtype]] = []
+    for name, conv in (("dw", stem.conv_v.conv.dw), ("pw", stem.conv_v.conv.pw)):
+        conv.register_forward_hook(lambda m, args, out, name=name: seen.append((name, out.dtype)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stem(x)
+    assert seen[-2:] == [("dw", torch.bfloat16), ("pw", torch.bfloat16)]  # off by default
+    set_cpu_autocast_training(stem, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = stem(x)
+    assert seen[-2:] == [("dw", torch.float32), ("pw", torch.bfloat16)]
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in stem.parameters())
+    torch.testing.assert_close(out.float(), stem(x), atol=5e-2, rtol=5e-2)  # fp32 reference
+    stem.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        stem(x)
+    assert seen[-1] == ("dw", torch.bfloat16)  # eval folds the BN into the pointwise conv (no hook)
+
+
 def test_torch_compile_fullgraph_attention_training_under_the_cpu_switch():
     attn = set_cpu_autocast_training(PartitionedAttention(16, 2, block_size=4), True)
     cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16)

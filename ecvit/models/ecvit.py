@@ -115,11 +115,23 @@ class ConvBnAct(FoldsInEval):
         self.conv = SeparableConv(in_chs, out_chs, kernel, stride, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = nn.GELU()
+        # Set by set_cpu_autocast_training: in training, the strided depth-wise conv runs in
+        # fp32 (its bf16 backward is 2-6x slower than fp32 on CPUs without AMX, 8% of an
+        # ECViT-small step; benchmarks/NOTES.md). The pointwise conv stays under autocast.
+        self.cpu_autocast_training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cpu_autocast_training and self.training:
+            return self._activate(self.bn(self.conv.pw(self._depthwise_fp32(x))))
         if not torch.jit.is_scripting() and self._folds():
             return self._forward_folded(x)
         return self._activate(self.bn(self.conv(x)))
+
+    @torch.jit.unused
+    def _depthwise_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        """The switch's path: the depth-wise conv on an fp32 copy of ``x`` with autocast off."""
+        with torch.autocast("cpu", enabled=False):
+            return self.conv.dw(x.float())
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         """GELU on the NHWC view of the channels-last map: same values, but PyTorch's CPU GELU
