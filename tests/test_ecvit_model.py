@@ -409,8 +409,9 @@ def test_stem_depthwise_convs_run_in_fp32_when_training_under_the_cpu_switch():
     assert seen[-2:] == [("dw", torch.float32), ("pw", torch.bfloat16)]
     out.float().sum().backward()
     assert all(p.grad is not None for p in stem.parameters())
-    torch.testing.assert_close(out.float(), stem(x), atol=5e-2, rtol=5e-2)  # fp32 reference
-    stem.eval()
+    reference = set_cpu_autocast_training(stem, False)(x)  # fp32, the plain path
+    torch.testing.assert_close(out.float(), reference, atol=5e-2, rtol=5e-2)
+    set_cpu_autocast_training(stem, True).eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         stem(x)
     assert seen[-1] == ("dw", torch.bfloat16)  # eval folds the BN into the pointwise conv (no hook)

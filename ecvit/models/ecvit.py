@@ -116,8 +116,8 @@ class ConvBnAct(FoldsInEval):
         self.bn: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = nn.GELU()
         # Set by set_cpu_autocast_training: in training, the strided depth-wise conv runs in
-        # fp32 (its bf16 backward is 2-6x slower than fp32 on CPUs without AMX, 8% of an
-        # ECViT-small step; benchmarks/NOTES.md). The pointwise conv stays under autocast.
+        # fp32 (its bf16 backward is 2-6x slower than fp32 on CPUs without AMX, ~10% of an
+        # ECViT-small bf16 step; benchmarks/NOTES.md). The pointwise conv stays under autocast.
         self.cpu_autocast_training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
