@@ -334,7 +334,7 @@ def test_fp16_with_grad_scaler_on_cuda(tmp_path):
 
 
 @pytest.mark.slow
-def test_torch_compile_option(tmp_path, monkeypatch):
+def test_torch_compile_option(tmp_path, monkeypatch, capsys):
     compiled = []
     real = torch.compile
 
@@ -347,6 +347,10 @@ def test_torch_compile_option(tmp_path, monkeypatch):
                              "DATA.TRAIN_SIZE", "32"))
     assert compiled == ["ProbeNet"]
     assert math.isfinite(result["train_loss"])
+    # the first epoch's long pause is announced before it starts
+    out = capsys.readouterr().out
+    assert "torch.compile: the first steps of training" in out
+    assert out.index("torch.compile:") < out.index("epoch 1/1")
 
 
 def test_sync_bn_in_one_process_is_a_noted_no_op(tmp_path, capsys):
