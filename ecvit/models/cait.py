@@ -44,7 +44,7 @@ from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, img_size_cfg_overlay, split_heads, tokens_to_grid
+from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, img_size_cfg_overlay, in_fp32, split_heads, tokens_to_grid
 from ecvit.models.registry import register_model
 from ecvit.models.vit_dw import DWShortcut, patch_grid
 
@@ -125,8 +125,7 @@ class TalkingHeadsAttention(nn.Module):
     @torch.jit.unused
     def _fp32_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The attention in fp32 with CPU autocast off (the precision switch's training path)."""
-        with torch.autocast("cpu", enabled=False):
-            return self._attend(q.float(), k.float(), v.float())
+        return in_fp32(self._attend, q, k, v)
 
 
 class LayerScaleBlock(nn.Module):

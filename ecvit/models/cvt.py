@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies, fp32_attention,
-                                 img_size_cfg_overlay, tokens_to_grid)
+                                 img_size_cfg_overlay, in_fp32, tokens_to_grid)
 from ecvit.models.registry import register_model
 
 __all__ = ["CvT", "checkpoint_filter_fn"]
@@ -110,8 +110,7 @@ class ConvProjection(FoldsInEval):
     @torch.jit.unused
     def _forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
         """The switch's path: input cast once, its fp32 output goes to the Linear (autocast casts it back)."""
-        with torch.autocast("cpu", enabled=False):
-            return self.bn(self.conv(x.float()))
+        return in_fp32(lambda t: self.bn(self.conv(t)), x)
 
     def fuse(self) -> None:
         """Fold the (eval-mode) BatchNorm into the conv, which gains a bias."""

@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies,
-                                 fp32_attention, img_size_cfg_overlay, split_heads)
+                                 fp32_attention, img_size_cfg_overlay, in_fp32, split_heads)
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",
@@ -130,8 +130,7 @@ class ConvBnAct(FoldsInEval):
     @torch.jit.unused
     def _depthwise_fp32(self, x: torch.Tensor) -> torch.Tensor:
         """The switch's path: the depth-wise conv on an fp32 copy of ``x`` with autocast off."""
-        with torch.autocast("cpu", enabled=False):
-            return self.conv.dw(x.float())
+        return in_fp32(self.conv.dw, x)
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         """GELU on the NHWC view of the channels-last map: same values, but PyTorch's CPU GELU

@@ -49,6 +49,15 @@ def split_heads(packed: torch.Tensor, parts: int, num_heads: int) -> list[torch.
 
 
 @torch.jit.unused
+def in_fp32(fn: Callable[..., Any], *tensors: torch.Tensor, **kwargs: Any) -> Any:
+    """``fn(*tensors, **kwargs)`` with CPU autocast off and ``tensors`` cast to fp32 (a no-op
+    for fp32 ones): how every module's path under ``set_cpu_autocast_training`` runs the ops
+    whose reduced-precision CPU backward is the slow one. ``kwargs`` pass through uncast."""
+    with torch.autocast("cpu", enabled=False):
+        return fn(*(t.float() for t in tensors), **kwargs)
+
+
+@torch.jit.unused
 def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
                    dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
     """``scaled_dot_product_attention`` in fp32 with CPU autocast off: the switch's training path.
@@ -59,9 +68,7 @@ def fp32_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask:
     follows. TorchScript cannot turn autocast off inside a scripted graph, so a scripted
     model raises here: script a model with the switch off (the default).
     """
-    with torch.autocast("cpu", enabled=False):
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
-                                              dropout_p=dropout_p, scale=scale)
+    return in_fp32(F.scaled_dot_product_attention, q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
 
 
 @torch.jit.unused
