@@ -81,4 +81,4 @@ def test_readme_commands_in_order_in_a_fresh_directory(tmp_path):
         ran.append(command)
     assert len(ran) >= 8, ran
     assert (tmp_path / "runs" / "pets" / "model_best.validate.json").is_file()
-    assert (tmp_path / "output" / "model_best.onnx").is_file()
+    assert (tmp_path / "output" / "latest" / "model_best.onnx").is_file()
