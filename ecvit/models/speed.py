@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.fx
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, register_notrace_module
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ecvit.models.cait import TalkingHeadsAttention
