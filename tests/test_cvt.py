@@ -113,6 +113,7 @@ def test_matches_transformers_stride_kv_1():
         assert_logits_close(ours.eval()(x), hf(x).logits)
 
 
+@pytest.mark.slow  # full-size models at 224 px
 def test_full_cvt13_matches_transformers():
     hf = transformers_cvt(depths=(1, 2, 10), num_labels=1000)
     ours = ecvit.create_model("cvt_13")

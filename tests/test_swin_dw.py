@@ -74,6 +74,7 @@ def test_paper_settings_and_strides():
 
 # ---------------------------------------------------------------- weights: timm and the official layout
 
+@pytest.mark.slow  # full-size models at 224 px
 def test_timm_swin_tiny_weights_load_into_swin_tiny(tmp_path):
     torch.manual_seed(0)
     theirs = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10).eval()
