@@ -12,7 +12,7 @@ from ecvit import openmp as _openmp
 _openmp.apply_default()  # before torch loads: OpenMP reads its wait policy once (see ecvit.openmp)
 
 from ecvit.checkpoint import read_checkpoint  # noqa: E402  (after the OpenMP setting)
-from ecvit.models import create_model, list_models  # noqa: E402
+from ecvit.models import create_model, fuse, list_models  # noqa: E402
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -20,4 +20,4 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return read_checkpoint(path)
 
 
-__all__ = ["__version__", "create_model", "list_models", "load_checkpoint"]
+__all__ = ["__version__", "create_model", "fuse", "list_models", "load_checkpoint"]

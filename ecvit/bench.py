@@ -448,7 +448,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
     Models with a ``fuse()`` method are fused (BatchNorm folded) for inference; a training
     benchmark keeps them unfused. Returns the exit code.
     """
-    from ecvit.models import create_model
+    from ecvit.models import create_model, fuse
 
     dev = resolve_device(getattr(args, "device", None), flag="--device")
     amp = getattr(args, "amp", None) or "off"
@@ -478,8 +478,7 @@ def benchmark_command(args: argparse.Namespace) -> int:
         img_size = int(cfg.get("input_size", (3, 224, 224))[-1])
     fused = False
     if not train and callable(getattr(model, "fuse", None)):
-        model.eval()
-        model = model.fuse()
+        model = fuse(model)
         fused = True
     peak = measure_matmul_peak(peak_dtype(amp), dev)
     result = benchmark_model(

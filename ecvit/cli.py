@@ -434,8 +434,10 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from ecvit.attention_map import class_token_attention, save_attention_png
     from ecvit.data import build_eval_transform, load_image
     from ecvit.engine import load_for_inference
+    from ecvit.models import fuse
 
     model, spec = load_for_inference(args.checkpoint, args.use_ema)
+    model = fuse(model)
     transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
                                      spec.crop_pct, crop_mode=spec.crop_mode)
     image = transform(load_image(args.image))

@@ -69,12 +69,10 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
 
 
 def inference_form(model: nn.Module) -> nn.Module:
-    """Eval mode, BatchNorms folded where the model knows how (``fuse``)."""
-    model.eval()
-    fuse = getattr(model, "fuse", None)
-    if callable(fuse):
-        model = fuse() or model
-    return model.eval()
+    """The fused form in eval mode (``ecvit.models.fuse``: BatchNorms folded)."""
+    from ecvit.models import fuse
+
+    return fuse(model)
 
 
 def example_input(meta: dict[str, Any], batch: int = 2) -> torch.Tensor:

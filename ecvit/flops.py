@@ -11,7 +11,6 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-from ecvit.models.layers import restore_eval_folding, set_eval_folding
 
 
 def _register_cpu_attention_formulas() -> None:
@@ -54,11 +53,9 @@ def count_macs(model: nn.Module, img_size: int | tuple[int, int] = 224, in_chans
     x = torch.zeros(1, in_chans, h, w, device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()
-    folding = set_eval_folding(model, False)  # count the model as defined, not its folded form
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
-        restore_eval_folding(folding)
         model.train(was_training)
     return counter.get_total_flops() // 2

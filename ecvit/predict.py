@@ -58,11 +58,12 @@ def load_classifier(checkpoint: str | Path, use_ema: bool | None = None, device:
         raise CheckpointError(f"{checkpoint}: {describe_file(checkpoint)}; {EXPECTED}")
     from ecvit.engine import load_for_inference
     from ecvit.engine.precision import Precision, resolve_device
+    from ecvit.models import fuse
 
     target = resolve_device(device, "--device")
     precision = Precision(amp, target.type, flag="--amp")
     model, spec = load_for_inference(str(checkpoint), use_ema)
-    model.to(target)
+    model = fuse(model).to(target)
 
     def logits(batch: torch.Tensor) -> torch.Tensor:
         with precision.autocast():

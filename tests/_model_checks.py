@@ -7,19 +7,11 @@ from torch import nn
 
 
 def assert_scripts_and_traces_exactly(model: nn.Module, x: torch.Tensor) -> None:
-    """TorchScript and an FX feature extractor of the last node give eager's output, bit for bit.
-
-    The eager reference runs the modules as written (eval-mode BatchNorm folding off): the
-    scripted and traced graphs keep that plain path.
-    """
+    """TorchScript and an FX feature extractor of the last node give eager's output, bit for bit."""
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-    from ecvit.models.layers import restore_eval_folding, set_eval_folding
-
     with torch.no_grad():
-        folding = set_eval_folding(model, False)
         ref = model(x)
-        restore_eval_folding(folding)
         torch.testing.assert_close(torch.jit.script(model)(x), ref, rtol=0, atol=0)
         fx = create_feature_extractor(model, return_nodes=[get_graph_node_names(model)[1][-1]])
         torch.testing.assert_close(list(fx(x).values())[0], ref, rtol=0, atol=0)

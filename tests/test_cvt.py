@@ -1,4 +1,7 @@
-"""CvT (arXiv 2103.15808): architecture, official key layout, transformers equivalence, counts."""
+"""CvT (arXiv 2103.15808): architecture, official key layout, transformers equivalence, counts.
+
+The timm contract is checked for every model in ``test_model_contract.py``, fusing and
+compiling in ``test_fuse_compile.py``; here only what is CvT's own."""
 
 from __future__ import annotations
 
@@ -110,6 +113,7 @@ def test_matches_transformers_stride_kv_1():
         assert_logits_close(ours.eval()(x), hf(x).logits)
 
 
+@pytest.mark.slow  # full-size models at 224 px
 def test_full_cvt13_matches_transformers():
     hf = transformers_cvt(depths=(1, 2, 10), num_labels=1000)
     ours = ecvit.create_model("cvt_13")
@@ -305,22 +309,6 @@ def test_quick_gelu_mlp_is_the_official_function_with_the_same_gradients():
     assert set(mlp.state_dict()) == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
 
 
-def test_quick_gelu_mlp_without_autograd_and_folded_give_the_same_outputs():
-    """No grad: the SiLU runs in place on fc1's output; fold(): the scales move into the weights."""
-    torch.manual_seed(0)
-    mlp = randomize_(small_cvt().stage2.blocks[0].mlp)
-    x = torch.randn(3, 5, 384)
-    ref = _quick_gelu_reference(mlp, x).detach()
-    with torch.no_grad():
-        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
-    with torch.inference_mode():
-        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
-    mlp.fold()
-    mlp.fold()  # idempotent
-    with torch.no_grad():
-        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
-
-
 def test_layer_norm_runs_in_fp32_under_bf16_autocast():
     """Statistics in fp32: with a large common offset, bf16 arithmetic would cancel badly.
 
@@ -391,7 +379,9 @@ def test_drop_path_linear_within_stage():
     assert all(isinstance(b.drop_path, nn.Identity) for b in model.stage2.blocks)
 
 
-def test_fuse_keeps_outputs():
+def test_fused_form_folds_the_projections_and_bakes_the_quick_gelu_scale():
+    from ecvit.models.speed import SiluMlp
+
     model = randomize_(small_cvt()).eval()
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -402,6 +392,8 @@ def test_fuse_keeps_outputs():
     keys = set(fused.state_dict())
     assert not any(".bn." in k for k in keys)
     assert "stage2.blocks.0.attn.conv_proj_q.conv.bias" in keys
+    assert all(isinstance(b.mlp, SiluMlp) for b in fused.stage2.blocks)
+    torch.testing.assert_close(fused.stage2.blocks[0].mlp.fc1.weight, model.stage2.blocks[0].mlp.fc1.weight * 1.702)
     assert not fused.training
 
 
@@ -441,14 +433,9 @@ def test_bad_arguments(kwargs, match):
 # ---------------------------------------------------------------- timm integration
 
 
-def test_timm_registration():
-    for name in ("cvt_13", "cvt_21", "cvt_w24"):
-        assert name in ecvit.list_models("cvt*")
-        assert name in timm.list_models("cvt*")
-    model = timm.create_model("cvt_13", num_classes=7, **SMALL)
-    assert isinstance(model, CvT) and model.num_classes == 7
-    assert model.pretrained_cfg["interpolation"] == "bicubic"
+def test_pretrained_cfgs_follow_the_official_files():
     with torch.device("meta"):
+        assert timm.create_model("cvt_13").pretrained_cfg["interpolation"] == "bicubic"
         assert timm.create_model("cvt_w24").pretrained_cfg["input_size"] == (3, 384, 384)
 
 
@@ -492,45 +479,3 @@ def test_more_stages_than_forward_features_names_are_refused():
     with pytest.raises(UsageError, match="1 to 4 stages"):
         ecvit.create_model("cvt_13", embed_dims=(8,) * 5, depths=(1,) * 5, num_heads=(1,) * 5,
                            patch_sizes=(3,) * 5, patch_strides=(1,) * 5, patch_paddings=(1,) * 5)
-
-
-def test_cpu_switch_runs_short_key_attention_and_projections_in_fp32(monkeypatch):
-    """set_cpu_autocast_training, training under CPU bf16 autocast: the key/value-squeezed
-    attention of the later stages (<= 128 keys) and every depth-wise projection run in fp32
-    with autocast off; the first stage's long attention keeps bf16. Eval is untouched."""
-    import torch.nn.functional as F
-
-    from ecvit.models import set_cpu_autocast_training
-    from ecvit.models.cvt import ConvProjection
-
-    seen, convs, projections = [], [], []
-    real_sdpa = F.scaled_dot_product_attention
-
-    def spy(q, k, v, **kw):
-        seen.append((k.shape[-2], q.dtype, torch.is_autocast_enabled("cpu")))
-        return real_sdpa(q, k, v, **kw)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    model = set_cpu_autocast_training(small_cvt(depths=(1, 1, 1)).train(), True)
-    for m in model.modules():
-        if isinstance(m, ConvProjection):
-            m.conv.register_forward_pre_hook(lambda mod, args: convs.append(args[0].dtype))
-            m.register_forward_hook(lambda mod, args, out: projections.append(out.dtype))
-    x = torch.randn(1, 3, 128, 128)  # stage keys: 16x16 = 256, 8x8 = 64, 1 + 4x4 = 17
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        model(x).float().sum().backward()
-    assert seen == [(256, torch.bfloat16, True), (64, torch.float32, False), (17, torch.float32, False)]
-    assert convs == [torch.float32] * 9
-    seen.clear(), projections.clear()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        model.eval()(x)  # (eval runs the projections' folded BatchNorm form: no call of m.conv)
-    assert [dtype for _, dtype, _ in seen] == [torch.bfloat16] * 3 and projections == [torch.bfloat16] * 9
-
-
-@pytest.mark.slow
-def test_torch_compile_fullgraph():
-    model = randomize_(ecvit.create_model("cvt_13", num_classes=10, depths=(1, 1, 1))).eval()
-    x = torch.randn(2, 3, 64, 64)
-    compiled = torch.compile(model, fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)

@@ -1,5 +1,9 @@
 """ECViT (Qian 2025, arXiv 2504.14825): shapes, gradients, P-MSA against a per-window
-reference, padding masks, paper parameter/MAC counts, timm integration, fuse, compile."""
+reference, padding masks, paper parameter/MAC counts, the family's own timm details.
+
+The timm contract (registration, TorchScript/FX, features, heads) is checked for every
+model in ``test_model_contract.py``; fusing and compiling in ``test_fuse_compile.py``;
+the speed forms' own pieces in ``test_speed.py``."""
 
 from __future__ import annotations
 
@@ -12,10 +16,8 @@ from _model_checks import assert_scripts_and_traces_exactly
 import ecvit
 from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
-from ecvit.models import set_cpu_autocast_training
-from ecvit.models.ecvit import (ECViT, EncoderBlock, InteractiveFFN, PairDropPath, PartitionedAttention, SeparableConv,
-                                Tokenizer, linear_after_linear, sincos_table)
-from ecvit.models.layers import set_eval_folding
+from ecvit.models.ecvit import (ECViT, EncoderBlock, PairDropPath, PartitionedAttention, SeparableConv, Tokenizer,
+                                sincos_table)
 
 TINY = dict(embed_dims=(32, 64), depths=(1, 1), num_heads=(2, 4), mlp_ratios=(2.0, 2.0))
 
@@ -244,13 +246,6 @@ def test_bad_arguments_raise():
 
 # ---------------------------------------------------------------- timm API
 
-def test_timm_registration_and_listing():
-    assert {"ecvit_tiny", "ecvit_small", "ecvit_base"} <= set(ecvit.list_models("ecvit*"))
-    model = timm.create_model("ecvit_small", num_classes=3)
-    assert isinstance(model, ECViT) and model.get_classifier() is model.head.fc  # cfg classifier 'head.fc'
-    assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
-
-
 @pytest.mark.parametrize("size", [64, 96])
 def test_features_keep_partial_windows(size):
     """Ceil-mode merging: each level's side is ceil(size / reduction), stem and stages alike."""
@@ -313,23 +308,6 @@ def test_torchscript_and_fx_of_the_open_choices(kwargs, size):
     assert_scripts_and_traces_exactly(model, x)
 
 
-def test_fuse_keeps_outputs():
-    model = tiny_model(img_size=64)
-    model.train()
-    with torch.no_grad():  # give the BatchNorms non-trivial statistics
-        for _ in range(3):
-            model(torch.randn(4, 3, 64, 64) * 2 + 0.5)
-    model.eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        before = model(x)
-        fused = model.fuse()
-        after = fused(x)
-    assert fused is model
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
-
-
 def test_pos_embed_resampled_when_loading_other_img_size(tmp_path):
     src = ecvit.create_model("ecvit_tiny", num_classes=4, img_size=64)
     path = tmp_path / "w.pth"
@@ -340,94 +318,6 @@ def test_pos_embed_resampled_when_loading_other_img_size(tmp_path):
     expected = F.interpolate(src.pos_embed.permute(0, 3, 1, 2), size=(4, 4), mode="bicubic",
                              align_corners=False).permute(0, 2, 3, 1)
     torch.testing.assert_close(dst.pos_embed, expected)
-
-
-def test_torch_compile_fullgraph_matches_eager():
-    model = tiny_model(img_size=64).eval()
-    x = torch.randn(2, 3, 64, 64)  # 8x8 grid: padded windows and the mask are compiled too
-    compiled = torch.compile(model, fullgraph=True)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
-
-
-def _sdpa_spy(monkeypatch) -> list:
-    seen = []
-    real_sdpa = F.scaled_dot_product_attention
-
-    def spy(q, k, v, attn_mask=None, **kwargs):
-        seen.append((q.dtype, k.dtype, v.dtype, torch.is_autocast_enabled("cpu")))
-        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    return seen
-
-
-def test_window_attention_runs_in_fp32_when_training_under_the_cpu_switch(monkeypatch):
-    """set_cpu_autocast_training on, training under CPU bf16 autocast: SDPA gets fp32 q/k/v (its
-    short-window bf16 backward is the slow path); eval keeps bf16, and so does training with
-    the switch off; the block's output stays in the autocast dtype."""
-    attn = PartitionedAttention(16, 2, block_size=4)
-    seen = _sdpa_spy(monkeypatch)
-    cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        attn(cls, x)
-    assert seen[-1] == (torch.bfloat16,) * 3 + (True,)  # off by default
-    set_cpu_autocast_training(attn, True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        c_out, p_out = attn(cls, x)
-    assert seen[-1] == (torch.float32, torch.float32, torch.float32, False)
-    assert c_out.dtype == p_out.dtype == torch.bfloat16
-    (c_out.float().sum() + p_out.float().sum()).backward()
-    ref_c, ref_p = attn(cls.detach(), x.detach())  # fp32 reference
-    torch.testing.assert_close(c_out.float(), ref_c, atol=3e-2, rtol=3e-2)
-    torch.testing.assert_close(p_out.float(), ref_p, atol=3e-2, rtol=3e-2)
-    attn.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        attn(cls, x)
-    assert seen[-1][:3] == (torch.bfloat16,) * 3
-    attn(cls, x)  # no autocast: fp32 as before
-    assert seen[-1][:3] == (torch.float32,) * 3
-
-
-def test_stem_depthwise_convs_run_in_fp32_when_training_under_the_cpu_switch():
-    """The switch on, training under CPU bf16 autocast: the tokenizer's strided depth-wise convs
-    get fp32 inputs (their bf16 backward is the slow path), the pointwise convs stay bf16, and
-    the stem computes the same function with gradients for every parameter; eval mode and the
-    switch off keep the depth-wise convs in bf16."""
-    torch.manual_seed(0)
-    stem = Tokenizer(3, 8, 16)
-    seen: list[tuple[str, torch.dtype]] = []
-    for name, conv in (("dw", stem.conv_v.conv.dw), ("pw", stem.conv_v.conv.pw)):
-        conv.register_forward_hook(lambda m, args, out, name=name: seen.append((name, out.dtype)))
-    x = torch.randn(2, 3, 32, 32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        stem(x)
-    assert seen[-2:] == [("dw", torch.bfloat16), ("pw", torch.bfloat16)]  # off by default
-    set_cpu_autocast_training(stem, True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = stem(x)
-    assert seen[-2:] == [("dw", torch.float32), ("pw", torch.bfloat16)]
-    out.float().sum().backward()
-    assert all(p.grad is not None for p in stem.parameters())
-    reference = set_cpu_autocast_training(stem, False)(x)  # fp32, the plain path
-    torch.testing.assert_close(out.float(), reference, atol=5e-2, rtol=5e-2)
-    set_cpu_autocast_training(stem, True).eval()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        stem(x)
-    assert seen[-1] == ("dw", torch.bfloat16)  # eval folds the BN into the pointwise conv (no hook)
-
-
-def test_torch_compile_fullgraph_attention_training_under_the_cpu_switch():
-    attn = set_cpu_autocast_training(PartitionedAttention(16, 2, block_size=4), True)
-    cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16)
-    compiled = torch.compile(attn, fullgraph=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, ref = compiled(cls, x), attn(cls, x)
-    (out[0].float().sum() + out[1].float().sum()).backward()
-    assert cls.grad is not None
-    for o, r in zip(out, ref):
-        assert o.dtype == torch.bfloat16
-        torch.testing.assert_close(o.float(), r.float(), atol=3e-2, rtol=3e-2)
 
 
 def test_sincos_table_is_timms():
@@ -444,71 +334,6 @@ def test_separable_conv_token_path_matches_conv_path():
     x = torch.randn(2, 5, 7, 16)  # [B, H, W, C]
     ref = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     torch.testing.assert_close(conv.forward_nhwc(x), ref, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("tokens, chained", [(40, True), (8, False)])
-def test_linear_after_linear_is_the_two_linears(tokens, chained):
-    """Same output and gradients for both layers; the product is taken only when the tokens
-    outnumber the output features (fewer MACs than the intermediate Linear)."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, tokens // 2, 12, generator=g, requires_grad=True)
-    params = [torch.randn(s, generator=g, requires_grad=True) for s in ([12, 12], [12], [16, 12], [16])]
-    w1, b1, w2, b2 = params
-    out = linear_after_linear(x, w1, b1, w2, b2)
-    ref = F.linear(F.linear(x, w1, b1), w2, b2)
-    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    grads = torch.autograd.grad(out.square().sum(), [x, *params])
-    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *params])
-    for got, want in zip(grads, ref_grads):
-        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
-    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
-        linear_after_linear(x, w1, b1, w2, b2)
-    two_linears = 2 * (tokens * 12 * 12 + tokens * 12 * 16)
-    assert (counter.get_total_flops() < two_linears) == chained
-
-
-def _ffn_as_written(ffn: InteractiveFFN, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's I-FFN step by step: convs on the patch map, then fc1 -> GELU -> fc2 on all tokens."""
-    x = ffn.conv_v(ffn.conv_h(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
-    return ffn.fc2(ffn.act(ffn.fc1(cls))), ffn.fc2(ffn.act(ffn.fc1(x)))
-
-
-@pytest.mark.parametrize("grid", [(7, 9), (2, 2)])  # 126 tokens: chained in training; 8: not
-def test_interactive_ffn_chains_pointwise_conv_and_fc1_exactly(grid):
-    torch.manual_seed(0)
-    ffn = InteractiveFFN(16, mlp_ratio=2.0, conv_pos="input").train()
-    cls, x = torch.randn(2, 16), torch.randn(2, *grid, 16)
-    out, ref = ffn(cls, x), _ffn_as_written(ffn, cls, x)
-    for got, want in zip(out, ref):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-    grads = torch.autograd.grad(sum(t.square().sum() for t in out), list(ffn.parameters()))
-    ref_grads = torch.autograd.grad(sum(t.square().sum() for t in ref), list(ffn.parameters()))
-    for got, want in zip(grads, ref_grads):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-
-    ffn.eval()  # cached product in eval; rebuilt after the weights change (an optimizer step)
-    for _ in range(2):
-        with torch.no_grad():
-            out, ref = ffn(cls, x), _ffn_as_written(ffn, cls, x)
-            for got, want in zip(out, ref):
-                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-            ffn.fc1.weight.add_(0.5)
-            ffn.conv_v.pw.bias.add_(0.5)
-
-
-def test_interactive_ffn_runs_as_written_with_eval_folding_off():
-    """``set_eval_folding(model, False)`` (used to count the model's own MACs) skips the product."""
-    ffn = InteractiveFFN(16, mlp_ratio=2.0, conv_pos="input").eval()
-    x = torch.randn(1, 7, 7, 16)
-    macs = {}
-    for folding in (True, False):
-        set_eval_folding(ffn, folding)
-        with torch.no_grad():
-            ffn(torch.randn(1, 16), x)  # builds the cached product (folding on)
-        with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
-            ffn(torch.randn(1, 16), x)
-        macs[folding] = counter.get_total_flops() // 2
-    assert macs[False] - macs[True] == 49 * 16 * 16  # the pointwise conv as a separate Linear
 
 
 def test_drop_path_draws_one_mask_per_sample_for_class_and_patch_tokens():

@@ -1,9 +1,9 @@
-"""Inference forms give the same outputs: ``fuse()`` (BatchNorm folding) and ``torch.compile``.
+"""Inference forms give the same outputs: ``ecvit.fuse`` (the fused form) and ``torch.compile``.
 
 Every registered model is checked for fusion, with non-trivial BatchNorm statistics (a
 fresh BN is the identity and would hide a wrong fold). Compilation is slow on CPU, so one
-model per family is compiled: the smallest of those with the most kinds of modules (e.g.
-the depth-wise-shortcut ViT rather than the plain one).
+model per family is compiled, plain and fused: the smallest of those with the most kinds
+of modules (e.g. the depth-wise-shortcut ViT rather than the plain one).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from test_model_contract import _cheap
 from torch import nn
 
 from ecvit.flops import count_params
-from ecvit.models import create_model, list_models, model_entry
+from ecvit.models import create_model, fuse, list_models, model_entry
 
 IMG = 64  # a size every family accepts (multiple of 16 for the ViTs)
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -87,7 +87,7 @@ def test_fuse_keeps_eval_outputs(name):
     x = _input()
     with torch.no_grad():
         ref = model(x)
-        fused = model.fuse()
+        fused = fuse(model)
         out = fused(x)
     assert fused is model
     assert not fused.training
@@ -99,18 +99,17 @@ def test_fuse_keeps_eval_outputs(name):
         plain = create_model(name, num_classes=10, img_size=IMG).eval()
         with torch.no_grad():
             assert not torch.allclose(plain(x), out, atol=1e-4)
-    with torch.no_grad():  # fusing twice is harmless
+    with torch.no_grad():  # fusing twice is harmless; the model's own method is the same swap
         torch.testing.assert_close(model.fuse()(x), ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 @pytest.mark.parametrize("name", _compile_choices())
-def test_compiled_fused_model_matches_eager(name):
-    """The inference form the benchmark times (fused, compiled) equals the eager model.
-
-    Each family's own tests compile the unfused model; this compiles the fused one, with
-    fewer blocks (the same module types and code paths: compilation time grows with depth).
-    """
+def test_compiled_model_matches_eager(name, fused):
+    """The eval model, plain and in the inference form the benchmark times (fused), compiled
+    with fewer blocks (the same module types and code paths: compilation time grows with
+    depth), equals the eager model."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, img_size=IMG, **_cheap(name))
@@ -119,7 +118,7 @@ def test_compiled_fused_model_matches_eager(name):
     x = _input()
     with torch.no_grad():
         ref = model(x)
-        compiled = torch.compile(model.fuse(), fullgraph=True)
+        compiled = torch.compile(fuse(model) if fused else model, fullgraph=True)
         torch.testing.assert_close(compiled(x), ref, atol=1e-4, rtol=1e-4)
 
 
@@ -130,7 +129,7 @@ def test_fused_model_scripts_and_traces(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, img_size=IMG)
     _randomize_bn(model)
-    model = model.fuse()
+    model = fuse(model)
     x = _input()
     assert_scripts_and_traces_exactly(model, x)
 

@@ -1,65 +1,19 @@
-"""Shared pieces: the fp32 attention of the CPU precision switch, the switch itself, cfg overlays."""
+"""Shared pieces: token-grid views, pool names, cfg overlays, head splitting."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ecvit.models import set_cpu_autocast_training
-from ecvit.models.layers import fp32_attention, grid_to_tokens, img_size_cfg_overlay, split_heads, tokens_to_grid
+from ecvit.models.layers import GLOBAL_POOLS, grid_to_tokens, img_size_cfg_overlay, split_heads, tokens_to_grid
 
 
-def _qkv(keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 7, 8, generator=g)
-    k, v = torch.randn(2, 3, keys, 8, generator=g), torch.randn(2, 3, keys, 8, generator=g)
-    return tuple(t.bfloat16().requires_grad_() for t in (q, k, v))
+def test_global_pool_names_have_one_owner():
+    """Every family accepts the pools named in ``layers.GLOBAL_POOLS`` (one definition)."""
+    from ecvit.models import cait, cvt, ecvit, swin_dw, vit_dw
 
-
-def test_fp32_attention_runs_sdpa_in_fp32_with_autocast_off(monkeypatch):
-    seen = []
-    real = F.scaled_dot_product_attention
-
-    def spy(q, k, v, **kwargs):
-        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
-        return real(q, k, v, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    q, k, v = _qkv(50)
-    mask = torch.rand(2, 1, 7, 50, generator=torch.Generator().manual_seed(1)) > 0.2
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fp32_attention(q, k, v, attn_mask=mask, scale=0.3)
-    assert seen == [(torch.float32, False)] and out.dtype == torch.float32
-    ref = real(q.float(), k.float(), v.float(), attn_mask=mask, scale=0.3)
-    torch.testing.assert_close(out, ref)
-    out.sum().backward()
-    assert q.grad is not None and q.grad.dtype == torch.bfloat16
-
-
-class _Probe(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.cpu_autocast_training = False
-        self.inner = nn.Sequential(nn.Linear(2, 2), _Leaf())
-
-
-class _Leaf(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.cpu_autocast_training = False
-        self.other_flag = False
-
-
-def test_switch_sets_the_attribute_of_every_module_that_has_one():
-    model = nn.Sequential(_Probe(), nn.ReLU())
-    assert set_cpu_autocast_training(model, True) is model
-    flags = [m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training")]
-    assert flags == [True, True]
-    assert not model[0].inner[1].other_flag and not hasattr(model[1], "cpu_autocast_training")
-    set_cpu_autocast_training(model, False)
-    assert not any(m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training"))
+    for family in (cait, cvt, ecvit, swin_dw, vit_dw):
+        assert family.GLOBAL_POOLS is GLOBAL_POOLS, family.__name__
 
 
 def test_token_grid_views_round_trip():

@@ -4,7 +4,9 @@ A new family passes this file by being registered. What is checked: forward/back
 pretrained_cfg consistency, features_only and forward_intermediates, TorchScript and FX
 (outputs equal to eager), gradient checkpointing (identical gradients), layer-decay groups,
 classifier reset with every pool type, pretrained loading with a new head through timm,
-the opt-in CPU precision switch (off: no global state is read) and attention extraction.
+the opt-in CPU precision policy (a class swap: same state dict, plain again when switched
+off; no global state is read) and attention extraction. The inference form (``ecvit.fuse``)
+of every model is checked in ``test_fuse_compile.py``.
 
 The CPU is slow, so inputs are small and the code-path tests build the models with fewer
 blocks (``_cheap``); a family not listed there runs at full depth.
@@ -25,8 +27,8 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import ecvit
-from ecvit.models import model_entry, set_cpu_autocast_training, set_eval_folding
-from ecvit.models.layers import restore_eval_folding
+from ecvit.models import model_entry, set_cpu_autocast_training
+from ecvit.models.speed import cpu_autocast_training_on
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script` is deprecated:FutureWarning",  # still part of timm's contract
@@ -108,6 +110,19 @@ def test_pretrained_cfg_matches_the_model(name):
     assert model.num_features > 0 and model.head_hidden_size > 0
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_alike_in_ecvit_and_timm(name):
+    assert name in ecvit.list_models() and name in timm.list_models(name)
+    assert name in ecvit.list_models(name.split("_")[0] + "*")  # listed under its family's prefix
+    with torch.device("meta"):
+        ours = ecvit.create_model(name, num_classes=10)
+        via_timm = timm.create_model(name, num_classes=10)
+    assert type(via_timm) is type(ours) and via_timm.num_classes == 10
+    assert sum(p.numel() for p in via_timm.parameters()) == sum(p.numel() for p in ours.parameters())
+    assert model_entry(name).fn.__module__ == type(ours).__module__
+    assert ours.no_weight_decay() <= {n for n, _ in ours.named_parameters()}
+
+
 # ---------------------------------------------------------------- features
 
 
@@ -157,11 +172,8 @@ def test_torchscript_matches_eager(name):
     scripted = torch.jit.script(model)
     x = _input()
     with torch.no_grad():
-        folded = model(x)
-        set_eval_folding(model, False)  # the scripted graph runs the modules as written
         torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
         torch.testing.assert_close(scripted.forward_features(x), model.forward_features(x), rtol=0, atol=0)
-    torch.testing.assert_close(folded, model(x).detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -171,19 +183,14 @@ def test_fx_feature_extraction_matches_forward(name):
     x = _input()
     with torch.no_grad():
         ref = model(x)
-        folding = set_eval_folding(model, False)
-        plain = model(x)
-        restore_eval_folding(folding)
     timm_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
-    # timm's leaves (the folding modules among them) run eagerly in the graph: bit for bit the
-    # eager output; traced through, the modules run as written: the eager output unfolded
-    for tracer_kwargs, expected in ((None, plain), (timm_kwargs, ref)):
+    for tracer_kwargs in (None, timm_kwargs):
         train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
         assert train_nodes and eval_nodes
         fx = create_feature_extractor(model, return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs)
         with torch.no_grad():
             out = list(fx(x).values())[0]
-        assert torch.equal(out, expected)
+        assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -311,14 +318,14 @@ def _no_global_state(monkeypatch):
         yield
 
 
-def _switch_flags(model: nn.Module) -> list[bool]:
-    return [m.cpu_autocast_training for m in model.modules() if hasattr(m, "cpu_autocast_training")]
+def _classes(model: nn.Module) -> dict[str, type]:
+    return {n: type(m) for n, m in model.named_modules()}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_reads_no_global_state(name, monkeypatch):
     model = _build(name, drop_path_rate=0.0)
-    assert _switch_flags(model) and not any(_switch_flags(model))  # off by default
+    assert not cpu_autocast_training_on(model)  # off by default
     x = _input()
     for train in (True, False):
         model.train(train)
@@ -327,30 +334,43 @@ def test_forward_reads_no_global_state(name, monkeypatch):
             feats = model.forward_intermediates(x, intermediates_only=True)
         assert torch.isfinite(out).all() and len(feats) == len(model.feature_info)
     set_cpu_autocast_training(model, True)
+    assert cpu_autocast_training_on(model)  # every family has modules in the policy
     model.eval()
     with _no_global_state(monkeypatch):
         model(x)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_precision_switch_leaves_fp32_and_eval_unchanged(name):
+def test_precision_policy_keeps_the_state_dict_and_switches_off_exactly(name, tmp_path):
+    """The policy is a class swap: same parameters and keys (a checkpoint saved with it on
+    loads without it), eval mode unchanged, fp32 training the same function, and switched
+    off the model is the plain one again (it scripts, bit for bit)."""
     x = _input()
+    plain = _build(name, drop_path_rate=0.0)
+    classes = _classes(plain)
+    model = _build(name, drop_path_rate=0.0)
+    assert set_cpu_autocast_training(model, True) is model
+    assert _classes(model) != classes
+    assert list(model.state_dict()) == list(plain.state_dict())
+    path = tmp_path / "policy_on.pth"
+    torch.save(model.state_dict(), path)
+    plain.load_state_dict(torch.load(path, weights_only=True), strict=True)
     results = {}
-    for enabled in (False, True):
-        model = _build(name, drop_path_rate=0.0)  # a fresh copy: training updates BatchNorm statistics
-        assert set_cpu_autocast_training(model, enabled) is model
-        assert all(flag == enabled for flag in _switch_flags(model))
-        model.eval()
+    for form, m in (("plain", plain), ("policy", model)):
+        m.eval()
         with torch.no_grad():
-            results[enabled, "eval"] = model(x)
+            results[form, "eval"] = m(x)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                results[enabled, "eval_bf16"] = model(x)
-        model.train()
-        results[enabled, "train"] = model(x).detach()
-    for key in ("eval", "eval_bf16", "train"):
-        torch.testing.assert_close(results[True, key], results[False, key], rtol=0, atol=0, msg=key)
-    model.eval()  # a model with the switch on still scripts (its fp32 path is training-only)
-    set_eval_folding(model, False)  # the scripted graph runs the modules as written
+                results[form, "eval_bf16"] = m(x)
+        m.train()
+        results[form, "train"] = m(x).detach()  # BatchNorm statistics move the same way in both
+    for key in ("eval", "eval_bf16"):
+        torch.testing.assert_close(results["policy", key], results["plain", key], rtol=0, atol=0, msg=key)
+    # fp32 training: the same function, up to the rounding of product weights (I-FFN, CvT's MLP)
+    torch.testing.assert_close(results["policy", "train"], results["plain", "train"], rtol=1e-5, atol=1e-5)
+    set_cpu_autocast_training(model, False)
+    assert _classes(model) == classes and not cpu_autocast_training_on(model)
+    model.eval()
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=0, atol=0)
 

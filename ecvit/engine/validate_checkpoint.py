@@ -31,6 +31,7 @@ from ecvit.engine.plan import RunPlan, eval_size, resolve
 from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError, printable
+from ecvit.models import fuse
 
 
 def result_paths(checkpoint: str | Path, output_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -69,6 +70,7 @@ def validate(cfg: Config, checkpoint: str | None = None, output_dir: str | None 
         ema = choose_ema(spec, plan.cfg.test.use_ema, str(path))
         model, _ = model_from_checkpoint(ckpt, str(path), use_ema=ema)
         weights = "EMA weights" if ema else "weights"
+    model = fuse(model)  # the inference form: BatchNorms folded
     if valid is not None:
         model = SelectOutputs(model, valid, plan.cfg.test.valid_labels)
     if info.is_main:

@@ -1,9 +1,8 @@
 """The model zoo: importing this package registers every family."""
 
-from ecvit.models.layers import set_cpu_autocast_training, set_eval_folding
 from ecvit.models.registry import create_model, list_models, load_weights, model_entry
 
 from ecvit.models import cait, cvt, ecvit, swin_dw, vit_dw  # noqa: F401,E402  (registration side effect)
+from ecvit.models.speed import fuse, set_cpu_autocast_training  # noqa: E402
 
-__all__ = ["create_model", "list_models", "load_weights", "model_entry", "set_cpu_autocast_training",
-           "set_eval_folding"]
+__all__ = ["create_model", "fuse", "list_models", "load_weights", "model_entry", "set_cpu_autocast_training"]

@@ -39,12 +39,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, register_notrace_module, resample_abs_pos_embed
+from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2tuple
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, img_size_cfg_overlay, in_fp32, split_heads, tokens_to_grid
+from ecvit.models.layers import GLOBAL_POOLS, img_size_cfg_overlay, split_heads, tokens_to_grid
 from ecvit.models.registry import register_model
 from ecvit.models.vit_dw import DWShortcut, patch_grid
 
@@ -79,9 +79,6 @@ class TalkingHeadsAttention(nn.Module):
         self.scale = head_dim ** -0.5
         # explicit by default: the SDPA form costs `heads` times the attention multiply-adds
         self.fused_attn = False
-        # set_cpu_autocast_training: short attention in training runs in fp32 (see ecvit.models.layers)
-        self.cpu_autocast_training = False
-        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         inner = num_heads * head_dim
         self.q = nn.Linear(dim, inner, bias=False)
         self.kv = nn.Linear(dim, inner * 2, bias=False)
@@ -95,13 +92,11 @@ class TalkingHeadsAttention(nn.Module):
         h, d = self.num_heads, self.head_dim
         q = self.q(x).reshape(b, n, h, d).transpose(1, 2)
         k, v = split_heads(self.kv(src), 2, h)
-        if self.cpu_autocast_training and self.training and src.shape[1] <= self.fp32_max_keys:
-            out = self._fp32_attend(q, k, v)
-        else:
-            out = self._attend(q, k, v)
+        out = self.attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Talking-heads attention: logits and softmax weights mixed across heads (CaiT Sec. 2)."""
         if self.fused_attn:
             return self._fused(q, k, v)
         attn = torch.einsum("bhnm,hg->bgnm", (q * self.scale) @ k.transpose(-2, -1), self.mix_pre)
@@ -121,11 +116,6 @@ class TalkingHeadsAttention(nn.Module):
         v_all = v.transpose(1, 2).reshape(b, 1, m, h * d).expand(b, h, m, h * d)
         out = F.scaled_dot_product_attention(q_mix, k_all, v_all, scale=self.scale)
         return torch.einsum("bgnhd,gh->bhnd", out.reshape(b, h, n, h, d), self.mix_post)
-
-    @torch.jit.unused
-    def _fp32_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The attention in fp32 with CPU autocast off (the precision switch's training path)."""
-        return in_fp32(self._attend, q, k, v)
 
 
 class LayerScaleBlock(nn.Module):
@@ -147,7 +137,6 @@ class LayerScaleBlock(nn.Module):
         return x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
 
 
-@register_notrace_module  # a leaf for timm's FX tools, as DWShortcut
 class GridDWShortcut(DWShortcut):
     """The depth-wise shortcut on ``[B, H*W, C]`` patch tokens without a class token."""
 
@@ -163,7 +152,6 @@ def _layer_keep(depth: int, rate: float, ref: torch.Tensor) -> torch.Tensor:
     return ~drop | (drop.all() & (torch.arange(depth, device=ref.device) == rescue))
 
 
-GLOBAL_POOLS = ("token", "avg", "")
 
 
 class CaiT(nn.Module):
@@ -202,7 +190,7 @@ class CaiT(nn.Module):
         global_pool: str = "token",
     ) -> None:
         super().__init__()
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = to_2tuple(img_size)
         if any(s <= 0 or s % patch_size for s in img_size):
             raise ValueError(f"img_size {img_size} must be positive multiples of the patch size {patch_size}")
         dw_kernels = tuple(int(k) for k in dw_kernels)
@@ -376,11 +364,11 @@ class CaiT(nn.Module):
         return take_indices
 
     def fuse(self) -> "CaiT":
-        """Inference form: each shortcut's BN folded into its conv, exactly (see ``FusedDWConv``);
-        puts the model in eval mode, whose BN statistics the fold uses."""
-        for shortcut in self.shortcuts:
-            shortcut.fuse()
-        return self.eval()
+        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
+        BN folded into its conv, exactly)."""
+        from ecvit.models.speed import fuse
+
+        return fuse(self)
 
 
 # The paper code's key names (vit-pytorch layout) -> ours; {t}: a transformer, {i}: a block index.

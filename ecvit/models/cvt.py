@@ -26,22 +26,18 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import (DropPath, register_notrace_function, register_notrace_module, trunc_normal_,
-                         use_fused_attn)
+from timm.layers import DropPath, QuickGELU, to_2tuple, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies, fp32_attention,
-                                 img_size_cfg_overlay, in_fp32, tokens_to_grid)
+from ecvit.models.layers import GLOBAL_POOLS, img_size_cfg_overlay, tokens_to_grid
 from ecvit.models.registry import register_model
 
 __all__ = ["CvT", "checkpoint_filter_fn"]
 
 QKV_METHODS = ("dw_bn", "avg", "linear")
 INITS = ("trunc_norm", "xavier")
-GLOBAL_POOLS = ("token", "avg", "")
 LN_EPS = 1e-5  # official LayerNorm eps (transformers' CvtConfig.layer_norm_eps is unused)
 MAX_STAGES = 4  # forward_features names each stage (see CvT.forward_features)
 
@@ -73,124 +69,39 @@ class ConvEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), height, width
 
 
-@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class ConvProjection(FoldsInEval):
-    """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2."""
+class ConvProjection(nn.Module):
+    """Depth-wise conv + BatchNorm on the token grid: the 'dw_bn' projection of Sec. 3.2.
+
+    ``ecvit.models.speed.fuse`` folds the BatchNorm into the conv for inference.
+    """
 
     def __init__(self, dim: int, kernel_size: int, stride: int, padding: int | None = None) -> None:
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(dim, dim, kernel_size, stride, padding, groups=dim, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(dim)
-        # Set by set_cpu_autocast_training: in training, run this cheap conv in fp32 (oneDNN's
-        # bf16 depth-wise backward at stride 2 is ~50x slower than fp32 on CPUs without AMX, a
-        # quarter of a CvT-13 training step; benchmarks/NOTES.md).
-        self.cpu_autocast_training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cpu_autocast_training and self.training:
-            return self._forward_fp32(x)
-        if not torch.jit.is_scripting() and self._folds():
-            return self._forward_folded(x)
         return self.bn(self.conv(x))
 
-    @torch.jit.unused
-    def _folds(self) -> bool:
-        return isinstance(self.bn, nn.BatchNorm2d) and folding_applies(self)
 
-    @torch.jit.unused
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval mode: the BN folded into the conv as ``fuse()`` does (weights cached while
-        autograd records nothing, see FoldedWeights)."""
-        conv, bn = self.conv, self.bn
-        weight, bias = self.folded.get((conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
-                                       lambda: fold_batchnorm(conv.weight, None, bn))
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+class QuickGeluMlp(nn.Module):
+    """The official MLP: ``fc1 -> QuickGELU -> dropout -> fc2 -> dropout``, QuickGELU(z) = z * sigmoid(1.702 z).
 
-    @torch.jit.unused
-    def _forward_fp32(self, x: torch.Tensor) -> torch.Tensor:
-        """The switch's path: input cast once, its fp32 output goes to the Linear (autocast casts it back)."""
-        return in_fp32(lambda t: self.bn(self.conv(t)), x)
-
-    def fuse(self) -> None:
-        """Fold the (eval-mode) BatchNorm into the conv, which gains a bias."""
-        if isinstance(self.bn, nn.BatchNorm2d):
-            self.conv = fuse_conv_bn_eval(self.conv, self.bn)
-            self.bn = nn.Identity()
-
-
-QUICK_GELU_SCALE = 1.702
-
-
-@register_notrace_function
-def silu_fresh(h: torch.Tensor) -> torch.Tensor:
-    """SiLU of a freshly computed tensor, in place when no autograd graph records it.
-
-    Decided by the tensor itself (``requires_grad``), not by global grad mode: in place only
-    when nothing can need ``h`` for a backward pass. A leaf for FX, which cannot trace the
-    decision.
-    """
-    return F.silu(h, inplace=not h.requires_grad)
-
-
-torch.fx.wrap("silu_fresh")
-
-
-@register_notrace_module  # (as ConvProjection)
-class QuickGeluMlp(FoldsInEval):
-    """The official MLP ``fc2(QuickGELU(fc1(x)))``, computed with one SiLU.
-
-    QuickGELU(z) = z * sigmoid(1.702 z) = SiLU(1.702 z) / 1.702, so fc1 runs with its weight
-    and bias scaled by 1.702 and fc2 with its weight divided by 1.702: the same function and
-    gradients, one elementwise kernel (forward and backward) over the widest activation
-    instead of three (-10% of a CvT-13 bf16 training step on CPU). The parameters keep the
-    official values and names; the scaling is applied to them on the fly (weight-sized
-    work), or baked in once by ``fold()`` for inference. When fc1's output is not recorded
-    by autograd the SiLU runs in place, which saves allocating (and page-faulting) a fresh
-    buffer of the widest activation: -12% of CvT-13's CPU inference time (``benchmarks/NOTES.md``).
+    ``ecvit.models.speed`` has its one-SiLU forms (fused for inference, and for training
+    under its CPU policy).
     """
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
+        self.act = QuickGELU()
         self.fc2 = nn.Linear(hidden, dim)
         # official Mlp: dropout after the activation and after fc2 (no parameters, no state)
         self.drop: nn.Module = nn.Dropout(drop) if drop > 0 else nn.Identity()
-        self.scale = QUICK_GELU_SCALE  # an attribute: TorchScript reads no module globals
-        self.scales_baked = False
-
-    @torch.no_grad()
-    def fold(self) -> None:
-        """Bake the 1.702 scales into fc1 and fc2 (the state dict then differs from the official one)."""
-        if not self.scales_baked:
-            self.fc1.weight.mul_(self.scale)
-            self.fc1.bias.mul_(self.scale)
-            self.fc2.weight.div_(self.scale)
-            self.scales_baked = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scales_baked:
-            h = self.fc1(x)
-            w2 = self.fc2.weight
-        elif not torch.jit.is_scripting() and self._folds():
-            w1, b1, w2 = self._scaled_weights()
-            h = F.linear(x, w1, b1)
-        else:
-            h = F.linear(x, self.fc1.weight * self.scale, self.fc1.bias * self.scale)
-            w2 = self.fc2.weight / self.scale
-        return self.drop(F.linear(self.drop(silu_fresh(h)), w2, self.fc2.bias))
-
-    @torch.jit.unused
-    def _folds(self) -> bool:
-        return folding_applies(self)
-
-    @torch.jit.unused
-    def _scaled_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Eval mode: the scaled weights ``fold()`` would bake in, cached while autograd records
-        nothing (no per-call weight-sized work; see FoldedWeights)."""
-        fc1, fc2 = self.fc1, self.fc2
-        return self.folded.get((fc1.weight, fc1.bias, fc2.weight),
-                               lambda: (fc1.weight * self.scale, fc1.bias * self.scale, fc2.weight / self.scale))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def _build_projection(method: str, dim: int, kernel_size: int, stride: int, padding: int) -> nn.Module | None:
@@ -253,10 +164,6 @@ class ConvAttention(nn.Module):
         self.scale = dim**-0.5
         self.num_prefix_tokens = num_prefix_tokens
         self.fused_attn = use_fused_attn()
-        # Set by set_cpu_autocast_training: in training, attention over at most fp32_max_keys
-        # keys runs in fp32 (CvT-13's last stage; the earlier, longer ones keep bf16).
-        self.cpu_autocast_training = False
-        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         q_method = "linear" if method == "avg" else method
         self.conv_proj_q = _build_projection(q_method, dim, kernel_size, stride_q, padding_q)
         self.conv_proj_k = _build_projection(method, dim, kernel_size, stride_kv, padding_kv)
@@ -289,17 +196,17 @@ class ConvAttention(nn.Module):
         if self.conv_proj_v is not None:
             v = self._with_prefix(self.conv_proj_v(grid), x)
         q, k, v = self._heads(self.proj_q(q)), self._heads(self.proj_k(k)), self._heads(self.proj_v(v))
+        return self.proj_drop(self.proj(self.attend(q, k, v).transpose(1, 2).flatten(2)))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T * scale) v`` per head (Sec. 3.2), scale ``dim ** -0.5``."""
         dropout = self.attn_drop_p if self.training else 0.0
-        if self.cpu_autocast_training and self.training and k.shape[-2] <= self.fp32_max_keys:
-            x = fp32_attention(q, k, v, None, dropout, self.scale)
-        elif self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            attn = attn.softmax(dim=-1)
-            attn = self.attn_drop(attn)
-            x = attn @ v
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        return attn @ v
 
     def key_grid(self, height: int, width: int) -> tuple[int, int]:
         """The grid the keys lie on for a ``height x width`` query grid (the squeezed projection's output)."""
@@ -524,7 +431,7 @@ class CvT(nn.Module):
             ).items()
         }
         _check_stages(embed_dims, per_stage, init)
-        size = tuple(img_size) if isinstance(img_size, (list, tuple)) else (img_size, img_size)
+        size = to_2tuple(img_size)
         min_size = per_stage["patch_sizes"][0] - 2 * per_stage["patch_paddings"][0]
         if min(size) < max(min_size, 1):
             raise ValueError(f"img_size {img_size} is too small: CvT needs at least {max(min_size, 1)} pixels")
@@ -627,22 +534,15 @@ class CvT(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(self.head)
 
-    @torch.no_grad()
     def fuse(self) -> "CvT":
-        """Fold every projection BatchNorm into its depth-wise conv, for inference.
+        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)``.
 
-        Also bakes each MLP's QuickGELU scale into its linears (``QuickGeluMlp.fold``).
-        Puts the model in eval mode (the folded running statistics are what eval uses).
-        The state dict then holds ``conv.bias`` instead of ``bn.*``, so load official
-        weights before fusing.
+        The state dict then holds ``conv.bias`` instead of ``bn.*`` (and scaled MLP weights),
+        so load official weights before fusing.
         """
-        self.eval()
-        for module in self.modules():
-            if isinstance(module, ConvProjection):
-                module.fuse()
-            elif isinstance(module, QuickGeluMlp):
-                module.fold()
-        return self
+        from ecvit.models.speed import fuse
+
+        return fuse(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> normalised last-stage tokens ``[B, 1 + H*W, C]`` (class token first).

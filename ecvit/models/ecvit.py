@@ -59,21 +59,18 @@ from typing import Any, Literal, Optional, Sequence
 import torch
 import torch.fx
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, register_notrace_module, trunc_normal_, use_fused_attn
+from timm.layers import register_notrace_function, to_2tuple, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, fold_batchnorm, folding_applies,
-                                 fp32_attention, img_size_cfg_overlay, in_fp32, split_heads)
+from ecvit.models.layers import GLOBAL_POOLS, img_size_cfg_overlay, split_heads
 from ecvit.models.registry import register_model
 
 __all__ = ["ECViT", "Tokenizer", "PartitionedAttention", "InteractiveFFN", "TokenMerging",
            "EncoderBlock", "ECViTStage", "checkpoint_filter_fn"]
 
 PAPER = "Qian 2025, arXiv 2504.14825"
-GLOBAL_POOLS = ("token", "avg", "")
 
 
 def _nhwc_to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +102,11 @@ class SeparableConv(nn.Module):
         return F.linear(x, self.pw.weight.flatten(1), self.pw.bias)
 
 
-@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class ConvBnAct(FoldsInEval):
-    """Depthwise-separable conv -> BatchNorm -> GELU (the tokenizer's f_h / f_v, Eq. 1-2)."""
+class ConvBnAct(nn.Module):
+    """Depthwise-separable conv -> BatchNorm -> GELU: the tokenizer's f_h / f_v (Sec. III-A, Eq. 1-2).
+
+    ``ecvit.models.speed.fuse`` folds the BatchNorm into the pointwise conv for inference.
+    """
 
     def __init__(self, in_chs: int, out_chs: int, kernel: tuple[int, int],
                  stride: tuple[int, int]) -> None:
@@ -115,49 +114,15 @@ class ConvBnAct(FoldsInEval):
         self.conv = SeparableConv(in_chs, out_chs, kernel, stride, bias=False)
         self.bn: nn.Module = nn.BatchNorm2d(out_chs)
         self.act = nn.GELU()
-        # Set by set_cpu_autocast_training: in training, the strided depth-wise conv runs in
-        # fp32 (its bf16 backward is 2-6x slower than fp32 on CPUs without AMX, ~10% of an
-        # ECViT-small bf16 step; benchmarks/NOTES.md). The pointwise conv stays under autocast.
-        self.cpu_autocast_training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cpu_autocast_training and self.training:
-            return self._activate(self.bn(self.conv.pw(self._depthwise_fp32(x))))
-        if not torch.jit.is_scripting() and self._folds():
-            return self._forward_folded(x)
         return self._activate(self.bn(self.conv(x)))
-
-    @torch.jit.unused
-    def _depthwise_fp32(self, x: torch.Tensor) -> torch.Tensor:
-        """The switch's path: the depth-wise conv on an fp32 copy of ``x`` with autocast off."""
-        return in_fp32(self.conv.dw, x)
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         """GELU on the NHWC view of the channels-last map: same values, but PyTorch's CPU GELU
         runs ~1.5x faster (forward and backward) on a contiguous NHWC tensor than on the
         4-D channels-last one (measured at 16x32x112x112, benchmarks/NOTES.md)."""
         return _nhwc_to_nchw(self.act(_nchw_to_nhwc(x)))
-
-    @torch.jit.unused
-    def _folds(self) -> bool:
-        return isinstance(self.bn, nn.BatchNorm2d) and folding_applies(self)
-
-    @torch.jit.unused
-    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval mode: the BN folded into the pointwise conv (what ``fuse()`` makes permanent;
-        weights cached while autograd records nothing, see FoldedWeights)."""
-        bn, pw = self.bn, self.conv.pw
-        weight, bias = self.folded.get(
-            (pw.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var),
-            lambda: fold_batchnorm(pw.weight, pw.bias, bn))
-        return self._activate(F.conv2d(self.conv.dw(x), weight, bias))
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        """Fold the BN into the pointwise conv (exact in eval mode)."""
-        if isinstance(self.bn, nn.BatchNorm2d):
-            self.conv.pw = fuse_conv_bn_eval(self.conv.pw.eval(), self.bn.eval())
-            self.bn = nn.Identity()
 
 
 class Tokenizer(nn.Module):
@@ -339,11 +304,6 @@ class PartitionedAttention(nn.Module):
         self.block_size = block_size
         self.cls_merge = cls_merge
         self.fused_attn = use_fused_attn()
-        # Set by set_cpu_autocast_training: in training, windows of at most fp32_max_keys keys
-        # (all of ECViT's: 50) run their attention in fp32; the short-window bf16 SDPA
-        # backward is the slow path on CPUs without AMX (-43% of a step; benchmarks/NOTES.md).
-        self.cpu_autocast_training = False
-        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -355,24 +315,22 @@ class PartitionedAttention(nn.Module):
         tokens = partition_windows(cls, x, self.block_size)
         mask = window_key_mask(x, self.block_size)
         bw, n = tokens.shape[0], tokens.shape[1]
-        qkv = self.qkv(tokens)
-        fp32 = self.cpu_autocast_training and self.training and n <= self.fp32_max_keys
-        if fp32:  # cast once here rather than q, k and v separately
-            qkv = qkv.float()
-        q, k, v = split_heads(qkv, 3, self.num_heads)
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        if fp32:
-            out = fp32_attention(q, k, v, mask, dropout_p, None)
-        elif self.fused_attn:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            attn = mask_scores(attn, mask)
-            attn = attn.softmax(dim=-1)
-            attn = self.attn_drop(attn)
-            out = attn @ v
+        q, k, v = split_heads(self.qkv(tokens), 3, self.num_heads)
+        out = self.attend(q, k, v, mask)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
         return merge_windows(out, h, w, self.block_size, self.cls_merge)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` inside each window (Eq. 5-6), padded keys masked out."""
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = mask_scores(attn, mask)
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        return attn @ v
 
     def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Class token's attention weights over the ``height x width`` patch grid: ``[B, H, W]``.
@@ -390,24 +348,7 @@ class PartitionedAttention(nn.Module):
         return maps[:, :height, :width]
 
 
-@torch.fx.wrap
-@register_notrace_function
-def linear_after_linear(x: torch.Tensor, first_weight: torch.Tensor, first_bias: Optional[torch.Tensor],
-                        weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """``linear(linear(x, first), second)``, computed as one Linear with the product weights
-    when that is cheaper: the product costs ``out x mid x in`` MACs once per call, the
-    intermediate Linear ``tokens x mid x in``, so it pays when the tokens outnumber the
-    output features. The same function (up to float rounding) and the same gradients for
-    both layers' parameters."""
-    tokens = x.numel() // x.shape[-1]
-    if tokens > weight.shape[0]:
-        chained_bias = bias if first_bias is None else F.linear(first_bias, weight, bias)
-        return F.linear(x, weight @ first_weight, chained_bias)
-    return F.linear(F.linear(x, first_weight, first_bias), weight, bias)
-
-
-@register_notrace_module  # a leaf for timm's FX tools: the traced graph chains in eval as eager does
-class InteractiveFFN(FoldsInEval):
+class InteractiveFFN(nn.Module):
     """Interactive feed-forward network, I-FFN (Sec. III-C).
 
     The class token is set aside, patch tokens go back to a 2-D map, pass a
@@ -417,12 +358,9 @@ class InteractiveFFN(FoldsInEval):
     expanded width). With ``conv_pos="input"``: sepconv 3x1 -> sepconv 1x3 -> fc1 -> GELU ->
     fc2. The class token skips only the convolutions.
 
-    With ``conv_pos="input"`` the 1x3 conv's pointwise (1x1) conv and fc1 are two Linear maps
-    in a row, so the patch tokens go through their product, one Linear of fc1's shape
-    (parameters and state dict unchanged): in training when that is cheaper
-    (:func:`linear_after_linear`; 10% of ECViT-small's Linear MACs), in eval mode
-    with the product cached as the BatchNorm folds are (``FoldsInEval``), so
-    ``set_eval_folding(model, False)`` runs the layers as written.
+    With ``conv_pos="input"`` the 1x3 conv's pointwise conv and fc1 are two Linear maps in a
+    row; ``ecvit.models.speed`` computes them as one (their product) in its fused and
+    training forms, which override :meth:`mixed_fc1`.
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0,
@@ -443,40 +381,20 @@ class InteractiveFFN(FoldsInEval):
         self.drop = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens [B, H, W, C] through the two separable convs (channels-last views)."""
         return self.conv_v.forward_nhwc(self.conv_h.forward_nhwc(x))
 
-    def _spatial_fc1(self, x: torch.Tensor) -> torch.Tensor:
-        """``fc1(_spatial(x))`` with the last pointwise conv and fc1 as one Linear where that pays."""
-        x = _nchw_to_nhwc(self.conv_v.dw(_nhwc_to_nchw(self.conv_h.forward_nhwc(x))))
-        if not torch.jit.is_scripting() and self._folds():
-            weight, bias = self._chained_weights()
-            return F.linear(x, weight, bias)
-        pw_weight, pw_bias = self.conv_v.pw.weight.flatten(1), self.conv_v.pw.bias
-        if self.training:
-            return linear_after_linear(x, pw_weight, pw_bias, self.fc1.weight, self.fc1.bias)
-        return self.fc1(F.linear(x, pw_weight, pw_bias))
-
-    @torch.jit.unused
-    def _folds(self) -> bool:
-        return folding_applies(self)
-
-    @torch.jit.unused
-    def _chained_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eval mode: the product of the pointwise conv and fc1, cached while autograd records nothing."""
-        pw, fc1 = self.conv_v.pw, self.fc1
-        return self.folded.get((pw.weight, pw.bias, fc1.weight, fc1.bias),
-                               lambda: (fc1.weight @ pw.weight.flatten(1), F.linear(pw.bias, fc1.weight, fc1.bias)))
+    def mixed_fc1(self, x: torch.Tensor) -> torch.Tensor:
+        """``fc1(mix(x))``: the ``conv_pos="input"`` order."""
+        return self.fc1(self.mix(x))
 
     def forward(self, cls: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.conv_pos == "input":
-            x = self._spatial_fc1(x)
+            x = self.act(self.mixed_fc1(x))
         else:
-            x = self.fc1(x)
-        cls, x = self.act(self.fc1(cls)), self.act(x)
-        if self.conv_pos == "hidden":
-            x = self.conv_act(self._spatial(x))
+            x = self.conv_act(self.mix(self.act(self.fc1(x))))
+        cls = self.act(self.fc1(cls))
         cls, x = self.drop(cls), self.drop(x)
         return self.drop(self.fc2(cls)), self.drop(self.fc2(x))
 
@@ -592,13 +510,6 @@ class MlpHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-def _to_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
-
-
 def sincos_table(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
     """Fixed 2-D sin-cos positional table ``[1, H, W, dim]``: sin(row), sin(col), cos(row), cos(col).
 
@@ -706,7 +617,7 @@ class ECViT(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
-        self.img_size = _to_pair(img_size)
+        self.img_size = tuple(int(s) for s in to_2tuple(img_size))
         self.embed_dims = tuple(embed_dims)
         self.num_features = self.embed_dim = embed_dims[-1]
         self.pos_embed_type = pos_embed
@@ -879,13 +790,11 @@ class ECViT(nn.Module):
             self.reset_classifier(0)
         return take
 
-    @torch.no_grad()
     def fuse(self) -> "ECViT":
-        """Fold the tokenizer's BatchNorms into their convs for inference (exact in eval mode)."""
-        self.eval()
-        self.tokenizer.conv_h.fuse()
-        self.tokenizer.conv_v.fuse()
-        return self
+        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)``."""
+        from ecvit.models.speed import fuse
+
+        return fuse(self)
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ECViT) -> dict[str, torch.Tensor]:

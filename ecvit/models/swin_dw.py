@@ -34,13 +34,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import PatchEmbed, calculate_drop_path_rates, register_notrace_module, trunc_normal_, use_fused_attn
+from timm.layers import PatchEmbed, calculate_drop_path_rates, to_2tuple, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models import swin_transformer as timm_swin
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import FP32_ATTENTION_MAX_KEYS, fp32_attention, img_size_cfg_overlay, split_heads
+from ecvit.models.layers import GLOBAL_POOLS, img_size_cfg_overlay, split_heads
 from ecvit.models.registry import register_model
 from ecvit.models.vit_dw import DWShortcut
 
@@ -50,17 +50,13 @@ __all__ = ["WindowAttention", "MapDWShortcut", "SwinBlock", "SwinStage", "SwinTr
 class WindowAttention(timm_swin.WindowAttention):
     """(Shifted-)window attention with relative position bias (Swin, Sec. 3.2, Eq. 4).
 
-    timm's module and parameters; the forward adds the CPU precision switch
-    (``set_cpu_autocast_training``: window attention has ``Wh*Ww`` keys, 49 here, so it runs
-    in fp32 in training when the switch is on) and uses SDPA unless ``fused_attn`` is off
-    (then ``softmax`` is a module call that ``timm.utils.AttentionExtract`` finds).
+    timm's module and parameters; the forward uses SDPA unless ``fused_attn`` is off (then
+    ``softmax`` is a module call that ``timm.utils.AttentionExtract`` finds).
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int]) -> None:
         super().__init__(dim, num_heads=num_heads, window_size=window_size, qkv_bias=True)
         self.fused_attn = use_fused_attn()
-        self.cpu_autocast_training = False  # set by set_cpu_autocast_training
-        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``[B * windows, Wh*Ww, C]``; ``mask``: ``[windows, Wh*Ww, Wh*Ww]`` (0 / -100) or None."""
@@ -71,17 +67,16 @@ class WindowAttention(timm_swin.WindowAttention):
             windows = mask.shape[0]
             bias = (bias + mask.unsqueeze(1)).unsqueeze(0).expand(b // windows, -1, -1, -1, -1)
             bias = bias.reshape(b, self.num_heads, n, n)
-        if self.cpu_autocast_training and self.training and n <= self.fp32_max_keys:
-            x = fp32_attention(q, k, v, bias, 0.0, None)
-        elif self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            attn = self.softmax((q * self.scale) @ k.transpose(-2, -1) + bias)
-            x = self.attn_drop(attn) @ v
-        return self.proj(x.transpose(1, 2).reshape(b, n, -1))
+        return self.proj(self.attend(q, k, v, bias).transpose(1, 2).reshape(b, n, -1))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d) + B) v`` (Eq. 4), ``B`` the position bias plus the shift mask."""
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        attn = self.softmax((q * self.scale) @ k.transpose(-2, -1) + bias)
+        return self.attn_drop(attn) @ v
 
 
-@register_notrace_module  # a leaf for timm's FX tools, as DWShortcut
 class MapDWShortcut(DWShortcut):
     """The depth-wise shortcut (GELU -> BN -> DWConv3x3) on a ``[B, H, W, C]`` map without a
     class token (Swin's token layout); returns the update in the same layout."""
@@ -141,7 +136,6 @@ class SwinStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-GLOBAL_POOLS = ("avg", "")
 
 
 class TokenPoolHead(nn.Module):
@@ -200,7 +194,7 @@ class SwinTransformerDW(nn.Module):
         global_pool: str = "avg",
     ) -> None:
         super().__init__()
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = to_2tuple(img_size)
         if any(s <= 0 or s % patch_size for s in img_size):
             raise ValueError(f"img_size {img_size} must be positive multiples of the patch size {patch_size}")
         if len(depths) != len(num_heads) or not depths:
@@ -342,14 +336,11 @@ class SwinTransformerDW(nn.Module):
         return take_indices
 
     def fuse(self) -> "SwinTransformerDW":
-        """Inference form: each shortcut's BN folds exactly into its depthwise conv (see
-        ``FusedDWConv``). Puts the model in eval mode (the folded running statistics are
-        what eval uses). Plain Swin has nothing to fuse."""
-        self.eval()
-        for m in self.modules():
-            if isinstance(m, MapDWShortcut):
-                m.fuse()
-        return self
+        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
+        BN folds exactly into its depthwise conv). Plain Swin has nothing to fuse."""
+        from ecvit.models.speed import fuse
+
+        return fuse(self)
 
 
 # The official shortcut lists of stage i, entry j -> the shortcut of block j of our stage i

@@ -35,17 +35,16 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import (DropPath, Mlp, PatchEmbed, register_notrace_function, register_notrace_module,
+from timm.layers import (DropPath, Mlp, PatchEmbed, register_notrace_function, to_2tuple,
                          resample_abs_pos_embed, trunc_normal_, use_fused_attn)
 from timm.models import build_model_with_cfg, checkpoint, generate_default_cfgs
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ecvit.models.layers import (FP32_ATTENTION_MAX_KEYS, FoldsInEval, folding_applies, fp32_attention,
-                                 img_size_cfg_overlay, split_heads, tokens_to_grid)
+from ecvit.models.layers import GLOBAL_POOLS, img_size_cfg_overlay, split_heads, tokens_to_grid
 from ecvit.models.registry import register_model
 
-__all__ = ["Attention", "Block", "DWBranch", "FusedDWConv", "DWShortcut", "VisionTransformerDW",
+__all__ = ["Attention", "Block", "DWBranch", "DWShortcut", "VisionTransformerDW",
            "checkpoint_filter_fn"]
 
 
@@ -68,10 +67,6 @@ class Attention(nn.Module):
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
         self.fused_attn = use_fused_attn()
-        # Set by set_cpu_autocast_training: in training, attention over at most fp32_max_keys
-        # keys runs in fp32 (small inputs only; 224 px has 197 keys and keeps bf16).
-        self.cpu_autocast_training = False
-        self.fp32_max_keys = FP32_ATTENTION_MAX_KEYS
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(0.0)  # no attention dropout (DeiT); named for timm's hooks
@@ -80,16 +75,17 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
-        if self.cpu_autocast_training and self.training and n <= self.fp32_max_keys:
-            x = fp32_attention(q, k, v, None, 0.0, None)
-        elif self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            attn = attn.softmax(dim=-1)
-            attn = self.attn_drop(attn)
-            x = attn @ v
+        x = self.attend(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` per head (ViT Eq. 2)."""
+        if self.fused_attn:
+            return F.scaled_dot_product_attention(q, k, v)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn.softmax(dim=-1)
+        attn = self.attn_drop(attn)
+        return attn @ v
 
     def class_token_map(self, attn: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Class token's attention weights (``[B, heads, N, N]``) over the patches: ``[B, height, width]``.
@@ -132,47 +128,7 @@ class DWBranch(nn.Module):
         return self.conv(self.bn(z))
 
 
-class FusedDWConv(nn.Module):
-    """Inference form of a shortcut's branches: one depthwise conv, exact at the borders.
-
-    For a branch ``conv_w(a * z + b)`` (BN as a per-channel affine ``a, b``) the padded border
-    holds zeros *after* the BN, so folding ``a, b`` into the conv is only exact with a border
-    term: ``conv_{w a}(z) + bias + b * S_w`` where ``S_w(h, w)`` sums the kernel taps that land
-    inside the grid. ``S`` is separable in the valid-tap indicators, ``S = R W C^T``, so it is
-    a tiny einsum for any grid size. All branches add up into one ``K x K`` kernel
-    (``K`` = the largest kernel, smaller ones centred), one bias and one border kernel.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, border: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)  # [C, 1, K, K]
-        self.bias = nn.Parameter(bias, requires_grad=False)  # [C]
-        self.border = nn.Parameter(border, requires_grad=False)  # [C, K, K]
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return folded_dw_conv(z, self.weight, self.bias, self.border)
-
-
-def _valid_taps(size: int, kernel_size: int, ref: torch.Tensor) -> torch.Tensor:
-    """``[size, K]``: 1 where tap ``j`` of output position ``i`` reads inside the grid."""
-    taps = torch.arange(kernel_size, device=ref.device) - kernel_size // 2
-    pos = torch.arange(size, device=ref.device)[:, None] + taps
-    return ((pos >= 0) & (pos < size)).to(ref.dtype)
-
-
-def folded_dw_conv(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, border: torch.Tensor) -> torch.Tensor:
-    """The folded shortcut conv of :class:`FusedDWConv`: ``conv_W(z) + bias + b * S_W``."""
-    h, w = z.shape[-2], z.shape[-1]
-    k = weight.shape[-1]
-    out = F.conv2d(z, weight, None, padding=k // 2, groups=z.shape[1])
-    rows, cols = _valid_taps(h, k, border), _valid_taps(w, k, border)
-    # [H, W, C] then viewed as [C, H, W]: the same (channels-last) layout as ``out``
-    corr = torch.einsum("hi,cij,wj->hwc", rows, border, cols) + bias
-    return out + corr.permute(2, 0, 1)
-
-
-@register_notrace_module  # a leaf for timm's FX tools: the traced graph folds in eval as eager does
-class DWShortcut(FoldsInEval):
+class DWShortcut(nn.Module):
     """The depth-wise shortcut of Zhang et al. (Sec. 3): GELU -> BN -> DWConv over the patch grid.
 
     Several kernels give parallel branches whose outputs are summed (the paper's multi-kernel
@@ -191,54 +147,14 @@ class DWShortcut(FoldsInEval):
         return self.forward_branches(z).flatten(2).transpose(1, 2)
 
     def forward_branches(self, z: torch.Tensor) -> torch.Tensor:
-        """The summed branches (folded in eval) on an activated ``[B, C, H, W]`` map; subclasses
-        for other token layouts (Swin's ``[B, H, W, C]`` maps) share it."""
-        if not torch.jit.is_scripting() and self._folds():
-            return self._forward_folded(z)
+        """The summed branches on an activated ``[B, C, H, W]`` map; subclasses for other token
+        layouts (Swin's ``[B, H, W, C]`` maps) share it. ``ecvit.models.speed.fuse`` folds
+        them into one conv."""
         out = self.branches[0](z)
         for i, branch in enumerate(self.branches):  # (TorchScript cannot slice a ModuleList)
             if i > 0:
                 out = out + branch(z)
         return out
-
-    @torch.jit.unused
-    def _folds(self) -> bool:
-        return not isinstance(self.branches[0], FusedDWConv) and folding_applies(self)
-
-    @torch.jit.unused
-    def _forward_folded(self, z: torch.Tensor) -> torch.Tensor:
-        """Eval mode: the branches folded as ``fuse()`` folds them (kernels cached while
-        autograd records nothing, see FoldedWeights)."""
-        sources = [t for br in self.branches
-                   for t in (br.conv.weight, br.conv.bias, br.bn.weight, br.bn.bias, br.bn.running_mean,
-                             br.bn.running_var)]
-        return folded_dw_conv(z, *self.folded.get(sources, self._folded_kernels))
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        """Fold every BN into the convs and merge all branches into one (exact, see FusedDWConv)."""
-        if isinstance(self.branches[0], FusedDWConv):
-            return
-        self.branches = nn.ModuleList([FusedDWConv(*self._folded_kernels())])
-
-    def _folded_kernels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The one ``(weight, bias, border)`` all branches fold into (see FusedDWConv)."""
-        size = max(br.conv.kernel_size[0] for br in self.branches)
-        first = self.branches[0].conv.weight
-        dim = first.shape[0]
-        weight = first.new_zeros(dim, 1, size, size)
-        border = first.new_zeros(dim, size, size)
-        bias = first.new_zeros(dim)
-        for br in self.branches:
-            bn, conv = br.bn, br.conv
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-            pad = (size - conv.kernel_size[0]) // 2
-            w = F.pad(conv.weight, (pad, pad, pad, pad))
-            weight += w * scale[:, None, None, None]
-            border += w[:, 0] * shift[:, None, None]
-            bias += conv.bias
-        return weight, bias, border
 
 
 # timm wraps it for FX in its own module; FX patches a wrapped name in each calling module
@@ -265,7 +181,6 @@ def add_to_patch_tokens(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
     return x
 
 
-GLOBAL_POOLS = ("token", "avg", "")
 WEIGHT_INITS = ("timm", "torch")
 
 
@@ -317,7 +232,7 @@ class VisionTransformerDW(nn.Module):
             raise ValueError(f"weight_init {weight_init!r} is not one of {WEIGHT_INITS}")
         if head_dim is not None and head_dim < 1:
             raise ValueError(f"head_dim {head_dim} must be positive")
-        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        img_size = to_2tuple(img_size)
         if any(s <= 0 or s % patch_size for s in img_size):
             raise ValueError(f"img_size {img_size} must be positive multiples of the patch size {patch_size}")
         dw_kernels = tuple(int(k) for k in dw_kernels)
@@ -513,15 +428,11 @@ class VisionTransformerDW(nn.Module):
         return take_indices
 
     def fuse(self) -> "VisionTransformerDW":
-        """Inference form: each shortcut's BN(s) and parallel convs become one conv (exact).
+        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
+        BN(s) and parallel convs become one conv, exactly). The plain ViT has nothing to fuse."""
+        from ecvit.models.speed import fuse
 
-        The BN sits between GELU and the conv, so ``fuse_conv_bn_eval`` would be wrong at the
-        zero-padded border; FusedDWConv folds it exactly instead. Uses the BN running
-        statistics, so call it on a model meant for eval mode. The plain ViT has nothing to fuse.
-        """
-        for shortcut in self.shortcuts:
-            shortcut.fuse()
-        return self
+        return fuse(self)
 
 
 # The paper code's ViT (vit-pytorch layout, ``models/vit.py`` of ZTX-100/Efficient_ViT_with_DW):
