@@ -445,8 +445,8 @@ def format_result_table(name: str, r: dict[str, Any]) -> str:
 def benchmark_command(args: argparse.Namespace) -> int:
     """``ecvit benchmark``: build ``args.model``, measure it, print a table, write ``--json``.
 
-    Models with a ``fuse()`` method are fused (BatchNorm folded) for inference; a training
-    benchmark keeps them unfused. Returns the exit code.
+    Inference runs the inference form (``ecvit.fuse``: BatchNorm folded); a training
+    benchmark keeps the plain model. Returns the exit code.
     """
     from ecvit.models import create_model, fuse
 
@@ -476,10 +476,9 @@ def benchmark_command(args: argparse.Namespace) -> int:
     if img_size is None:  # the model's own resolution
         cfg = getattr(model, "pretrained_cfg", None) or {}
         img_size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    fused = False
-    if not train and callable(getattr(model, "fuse", None)):
+    fused = not train  # inference runs the inference form (ecvit.fuse); training the plain model
+    if fused:
         model = fuse(model)
-        fused = True
     peak = measure_matmul_peak(peak_dtype(amp), dev)
     result = benchmark_model(
         model, batch_size=batch_size, img_size=img_size, amp=amp,

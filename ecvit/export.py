@@ -3,7 +3,7 @@
 - safetensors: the (unfused) weights plus the inference metadata as JSON strings, so the
   file is itself a checkpoint for ``ecvit predict`` / ``ecvit validate`` and nothing in it
   can execute;
-- ONNX / TorchScript: the fused eval-mode model (``model.fuse()`` folds BatchNorms), input
+- ONNX / TorchScript: the fused eval-mode model (``ecvit.fuse`` folds BatchNorms), input
   ``[batch, 3, img_size, img_size]`` with a dynamic batch dimension, output logits; the
   metadata rides along (ONNX ``metadata_props``, TorchScript extra file ``ecvit_meta.json``).
 

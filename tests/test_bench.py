@@ -180,7 +180,7 @@ def test_ecvit_benchmark_cli(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert not data["train"] and data["amp"] == "bf16" and data["channels_last"]
     assert data["img_size"] == 64 and data["batch_size"] == 2
-    assert data["fused"] == callable(getattr(__import__("ecvit").create_model(name), "fuse", None))
+    assert data["fused"] is True  # inference benchmarks run ecvit.fuse's form
     assert cli.main(["benchmark", "--model", name, "--amp", "fp16", "--device", "cpu"]) == 2
     assert "fp16" in capsys.readouterr().err
 

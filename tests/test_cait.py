@@ -66,7 +66,7 @@ def test_official_checkpoint_gives_the_official_logits(dw, fused):
     expected = official_logits(state, x, TINY["depth"], TINY["cls_depth"], TINY["heads"], TINY["patch"])
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), expected, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(model.fuse()(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ecvit.fuse(model)(x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_official_checkpoint_file_loads_through_create_model(tmp_path):

@@ -386,7 +386,7 @@ def test_fused_form_folds_the_projections_and_bakes_the_quick_gelu_scale():
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         ref = model(x)
-        fused = copy.deepcopy(model).fuse()
+        fused = ecvit.fuse(copy.deepcopy(model))
         out = fused(x)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     keys = set(fused.state_dict())

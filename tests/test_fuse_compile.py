@@ -100,7 +100,7 @@ def test_fuse_keeps_eval_outputs(name):
         with torch.no_grad():
             assert not torch.allclose(plain(x), out, atol=1e-4)
     with torch.no_grad():  # fusing twice is harmless; the model's own method is the same swap
-        torch.testing.assert_close(model.fuse()(x), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fuse(model)(x), ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow

@@ -296,7 +296,7 @@ def test_fuse_is_exact_including_borders(kwargs, size):
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         before = model(x)
-        fused = model.fuse()
+        fused = ecvit.fuse(model)
         after = fused(x)
     assert fused is model
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -309,7 +309,7 @@ def test_fuse_plain_vit_changes_nothing():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         before = model(x)
-        torch.testing.assert_close(model.fuse()(x), before, rtol=0, atol=0)
+        torch.testing.assert_close(ecvit.fuse(model)(x), before, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- heads and features
@@ -357,7 +357,7 @@ def test_torchscript_and_fx_of_spans_and_fused_shortcuts(kwargs, fused):
     model = small_vit(**kwargs).eval()
     randomize_bn(model)
     if fused:
-        model.fuse()
+        ecvit.fuse(model)
     x = torch.randn(2, 3, 48, 80)
     assert_scripts_and_traces_exactly(model, x)
 

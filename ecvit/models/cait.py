@@ -153,7 +153,6 @@ def _layer_keep(depth: int, rate: float, ref: torch.Tensor) -> torch.Tensor:
 
 
 
-
 class CaiT(nn.Module):
     """CaiT as the paper's code builds it, with optional depth-wise shortcuts on the patch blocks.
 
@@ -362,13 +361,6 @@ class CaiT(nn.Module):
             self.blocks_token_only = nn.ModuleList()
             self.reset_classifier(0)
         return take_indices
-
-    def fuse(self) -> "CaiT":
-        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
-        BN folded into its conv, exactly)."""
-        from ecvit.models.speed import fuse
-
-        return fuse(self)
 
 
 # The paper code's key names (vit-pytorch layout) -> ours; {t}: a transformer, {i}: a block index.

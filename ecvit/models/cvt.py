@@ -534,15 +534,6 @@ class CvT(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(self.head)
 
-    def fuse(self) -> "CvT":
-        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)``.
-
-        The state dict then holds ``conv.bias`` instead of ``bn.*`` (and scaled MLP weights),
-        so load official weights before fusing.
-        """
-        from ecvit.models.speed import fuse
-
-        return fuse(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> normalised last-stage tokens ``[B, 1 + H*W, C]`` (class token first).

@@ -790,12 +790,6 @@ class ECViT(nn.Module):
             self.reset_classifier(0)
         return take
 
-    def fuse(self) -> "ECViT":
-        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)``."""
-        from ecvit.models.speed import fuse
-
-        return fuse(self)
-
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ECViT) -> dict[str, torch.Tensor]:
     """Resample a learnable ``pos_embed`` saved for another ``img_size`` to the model's grid."""

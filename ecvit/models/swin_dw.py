@@ -137,7 +137,6 @@ class SwinStage(nn.Module):
 
 
 
-
 class TokenPoolHead(nn.Module):
     """Mean over the tokens ('avg', the official AdaptiveAvgPool1d) or none (''), then ``fc``."""
 
@@ -334,13 +333,6 @@ class SwinTransformerDW(nn.Module):
         if prune_head or pruned:
             self.reset_classifier(0, "")
         return take_indices
-
-    def fuse(self) -> "SwinTransformerDW":
-        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
-        BN folds exactly into its depthwise conv). Plain Swin has nothing to fuse."""
-        from ecvit.models.speed import fuse
-
-        return fuse(self)
 
 
 # The official shortcut lists of stage i, entry j -> the shortcut of block j of our stage i

@@ -427,13 +427,6 @@ class VisionTransformerDW(nn.Module):
             self.reset_classifier(0)
         return take_indices
 
-    def fuse(self) -> "VisionTransformerDW":
-        """The inference form, in eval mode: ``ecvit.models.speed.fuse(self)`` (each shortcut's
-        BN(s) and parallel convs become one conv, exactly). The plain ViT has nothing to fuse."""
-        from ecvit.models.speed import fuse
-
-        return fuse(self)
-
 
 # The paper code's ViT (vit-pytorch layout, ``models/vit.py`` of ZTX-100/Efficient_ViT_with_DW):
 # per-block key patterns -> ours ({i}: block index).
