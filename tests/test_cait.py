@@ -82,9 +82,9 @@ def test_official_checkpoint_file_loads_through_create_model(tmp_path):
 def test_layer_scale_init_follows_block_position():
     assert [layer_scale_init(i) for i in (1, 18, 19, 24, 25)] == [0.1, 0.1, 1e-5, 1e-5, 1e-6]
     model = timm.create_model("cait_xxs24_dw", num_classes=10)
-    assert model.blocks[17].gamma1[0].item() == pytest.approx(0.1)
-    assert model.blocks[18].gamma2[0].item() == pytest.approx(1e-5)
-    assert model.blocks_token_only[1].gamma1[0].item() == pytest.approx(0.1)
+    assert model.blocks[17].gamma1.flatten()[0].item() == pytest.approx(0.1)
+    assert model.blocks[18].gamma2.flatten()[0].item() == pytest.approx(1e-5)
+    assert model.blocks_token_only[1].gamma1.flatten()[0].item() == pytest.approx(0.1)
     assert "cait_xxs12_dw" in ecvit.list_models("cait*")
 
 
@@ -109,3 +109,27 @@ def test_argument_errors():
         ecvit.create_model("cait_xxs12", img_size=40)
     with pytest.raises(ecvit.errors.UsageError, match="dw_kernels"):
         ecvit.create_model("cait_xxs12_dw", dw_kernels=(4,))
+
+
+def test_weight_decay_groups_are_the_paper_codes():
+    """The paper's code decays every parameter but 1-d ones and biases: its positions, class
+    token, talking-heads mixes and LayerScale vectors ([1, 1, C]) included. The engine's
+    optimizer groups ours the same way."""
+    from ecvit.config import Config
+    from ecvit.engine.optim import build_optimizer
+
+    model = ecvit.create_model("cait_xxs12_dw", num_classes=10, img_size=32, patch_size=4)
+    official = {name for name, p in model.named_parameters() if p.ndim > 1 and not name.endswith(".bias")}
+    optimizer = build_optimizer(model, Config(), lr=1e-3)
+    names = {id(p): name for name, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == official
+    assert {"blocks.0.gamma1", "blocks_token_only.1.gamma2", "pos_embed", "cls_token"} <= decayed
+
+
+def test_layer_scale_vectors_saved_as_1d_still_load():
+    model = ecvit.create_model("cait_xxs12", num_classes=10, img_size=32, patch_size=4)
+    old = {k: (v.flatten() if k.endswith((".gamma1", ".gamma2")) else v) for k, v in model.state_dict().items()}
+    again = ecvit.create_model("cait_xxs12", num_classes=10, img_size=32, patch_size=4)
+    again.load_state_dict(checkpoint_filter_fn(old, again))
+    assert torch.equal(again.blocks[3].gamma2, model.blocks[3].gamma2)

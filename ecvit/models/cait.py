@@ -119,17 +119,21 @@ class TalkingHeadsAttention(nn.Module):
 
 
 class LayerScaleBlock(nn.Module):
-    """``x + g1 * MSA(LN(x), context)`` then ``x + g2 * MLP(LN(x))`` (CaiT Eq. of Sec. 2)."""
+    """``x + g1 * MSA(LN(x), context)`` then ``x + g2 * MLP(LN(x))`` (CaiT Eq. of Sec. 2).
+
+    ``g1``, ``g2`` are ``[1, 1, C]`` as in the paper's code, so weight decay applies to them as
+    there (its optimizer exempts only 1-d parameters and biases).
+    """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_hidden: int, init_value: float,
                  drop_path: float = 0.0) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = TalkingHeadsAttention(dim, num_heads, head_dim)
-        self.gamma1 = nn.Parameter(torch.full((dim,), init_value))
+        self.gamma1 = nn.Parameter(torch.full((1, 1, dim), init_value))
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, mlp_hidden, act_layer=nn.GELU)
-        self.gamma2 = nn.Parameter(torch.full((dim,), init_value))
+        self.gamma2 = nn.Parameter(torch.full((1, 1, dim), init_value))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -392,8 +396,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: CaiT) -> di
     ``mlp_head`` ...) or ours; the positional embedding is resampled to the model's grid.
 
     Its patch embedding is a Linear over patches flattened as (row, column, channel), ours the
-    equivalent stride-``p`` conv; its LayerScale vectors are ``[1, 1, C]``, ours ``[C]``.
-    Unknown keys pass through (and are reported by the loader).
+    equivalent stride-``p`` conv. LayerScale vectors saved as ``[C]`` (by earlier versions)
+    become ``[1, 1, C]``. Unknown keys pass through (and are reported by the loader).
     """
     if "to_patch_embedding.1.weight" not in state_dict:
         out = dict(state_dict)
@@ -407,7 +411,10 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: CaiT) -> di
                 continue
             for pattern, repl in _OFFICIAL_RULES:
                 key = pattern.sub(repl, key)
-            out[key] = value.flatten() if key.endswith((".gamma1", ".gamma2")) else value
+            out[key] = value
+    for key, value in out.items():
+        if key.endswith((".gamma1", ".gamma2")) and value.ndim == 1:
+            out[key] = value.reshape(1, 1, -1)
     pos = out.get("pos_embed")
     if pos is not None and pos.shape != model.pos_embed.shape:
         out["pos_embed"] = resample_abs_pos_embed(pos, new_size=model.patch_embed.grid_size, num_prefix_tokens=0)
