@@ -14,7 +14,7 @@ from ecvit.models import set_eval_folding
 from ecvit.models.layers import FoldedWeights, restore_eval_folding
 
 CASES = [("ecvit_tiny", {"img_size": 32}),
-         ("vit_tiny_dw", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2,
+         ("dws_vit_tiny_dw", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2,
                           "dw_kernels": (3, 5, 7), "dw_span": 2}),
          ("cvt_13", {"img_size": 32, "depths": (1, 1, 1), "embed_dims": (16, 32, 48), "num_heads": (1, 2, 3)})]
 

@@ -12,7 +12,7 @@ from _cli_helpers import run_entry
 from test_predict_export import CLASSES, make_checkpoint
 
 import ecvit
-from ecvit.checkpoint import read_checkpoint, save_atomic
+from ecvit.io.checkpoint import read_checkpoint, save_atomic
 from ecvit.cli import main
 from ecvit.errors import CheckpointError
 

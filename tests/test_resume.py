@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from _engine_helpers import assert_same_weights, tiny_cfg, weights
-from ecvit.checkpoint import read_checkpoint
+from ecvit.io.checkpoint import read_checkpoint
 from ecvit.engine import train, trainer
 from ecvit.errors import CheckpointError
 
