@@ -60,6 +60,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # ecvit.models, ecvit.io ... on first use
     raise AttributeError(f"module 'ecvit' has no attribute {name!r}")
 
 

@@ -189,6 +189,9 @@ def create_model(
 
     ``None`` values (image size, drop path) leave the variant's own defaults in place.
     """
+    if "checkpoint_path" in kwargs:
+        raise UsageError("ecvit.models.create_model builds networks only; load weights with "
+                         "ecvit.create_model(name, checkpoint_path=...) (ecvit.io.weights)")
     entry = model_entry(name)
     if img_size is not None:
         kwargs["img_size"] = img_size
