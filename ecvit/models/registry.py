@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.machinery
 import inspect
 import sys
 import types
@@ -76,6 +77,7 @@ def _renamed_entry(fn: Callable[..., nn.Module], name: str, module_name: str) ->
     module = sys.modules.get(full)
     if module is None:
         module = types.ModuleType(full, f"timm's view of {fn.__module__}'s models (see ecvit.models.registry)")
+        module.__spec__ = importlib.machinery.ModuleSpec(full, None)
         module.default_cfgs = {}  # type: ignore[attr-defined]
         sys.modules[full] = module
     own_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
