@@ -9,6 +9,8 @@ torch loads). See the package docstring for what each layer holds.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 # (layer, rank, module patterns (fnmatch)); equal ranks are siblings that do not import each other
 LAYERS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
     ("base", 0, ("ecvit.errors", "ecvit.openmp", "ecvit.version", "ecvit.layering")),
@@ -26,8 +28,6 @@ LAZY_IMPORTS_ALLOWED = ("command line",)  # the only layer with function-level e
 
 def layer_of(module: str) -> tuple[str, int]:
     """``(layer, rank)`` of a dotted module name; a KeyError for a module no layer claims."""
-    from fnmatch import fnmatchcase
-
     for name, rank, patterns in LAYERS:
         if any(fnmatchcase(module, p) for p in patterns):
             return name, rank
