@@ -12,6 +12,8 @@ import timm.models
 import torch
 
 import ecvit
+from ecvit.config import Config
+from ecvit.engine.state import load_training_checkpoint, rng_state
 from ecvit.io.checkpoint import save_atomic
 from ecvit.io.weights import load_for_inference
 from ecvit.models.registry import PREFIX, TIMM_MODULES, model_entry
@@ -66,3 +68,16 @@ def test_a_checkpoint_naming_an_old_model_still_loads(tmp_path):
     assert spec.model_name == "dws_vit_tiny" and type(loaded) is type(model)
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_a_run_saved_under_an_old_name_resumes_as_the_same_model(tmp_path):
+    """A training checkpoint whose saved config says MODEL.NAME vit_tiny is the run of
+    dws_vit_tiny: resuming compares the new name, so the run is not refused as another one."""
+    cfg = Config()
+    cfg.model.name = "vit_tiny"
+    path = tmp_path / "checkpoint.pth"
+    save_atomic({"model": {}, "epoch": 1, "optimizer": {"state": {}, "param_groups": []},
+                 "model_name": "vit_tiny", "num_classes": 3, "config": cfg.to_dict(), "rng": rng_state()}, path)
+    with pytest.warns(DeprecationWarning, match="dws_vit_tiny"):
+        ckpt = load_training_checkpoint(path)
+    assert ckpt["config"]["MODEL"]["NAME"] == "dws_vit_tiny"
