@@ -356,10 +356,11 @@ def test_models_built_from_a_checkpoint_carry_its_preprocessing(run_dir, tmp_pat
     from timm.models import save_for_hf
 
     import ecvit
+    from ecvit.io.weights import load_for_inference
 
     for model in (ecvit.create_model("ecvit_tiny", num_classes=3, img_size=32,
                                      checkpoint_path=run_dir / "model_best.pth"),
-                  ecvit.engine.load_for_inference(str(run_dir / "model_best.pth"))[0]):
+                  load_for_inference(str(run_dir / "model_best.pth"))[0]):
         data = resolve_data_config(model=model)
         assert data["input_size"] == (3, 32, 32) and data["crop_pct"] == 0.875
         assert data["mean"] == pytest.approx((0.485, 0.456, 0.406))
