@@ -9,7 +9,7 @@ the ``simulated`` dataset at 224 px; everything else is the config default. Exam
     python main.py --mode train --dataset simulated --train-size 1000 --val-size 200 \\
         --img-size 224 --num-classes 10 --batch-size 64 --epochs 30
     python main.py --mode validate --dataset simulated --img-size 224 \\
-        --checkpoint output/model_best.pth
+        --checkpoint output/latest/model_best.pth
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Sequence
 
 from ecvit import openmp
 from ecvit.cli import (CONFIG_KEYS_EPILOG, PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags,
-                       apply_openmp_flag, cmd_train, cmd_validate, config_from_args, run_command)
+                       apply_openmp_flag, cmd_validate, config_from_args, run_command, train_from_args)
 from ecvit.config import Config
 from ecvit.errors import UsageError
 
@@ -54,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if hasattr(args, "checkpoint"):
         raise UsageError(f"--checkpoint is for --mode validate; --mode {args.mode} trains (use "
                          "--pretrained PATH to start from weights, --resume PATH to continue)")
-    status = cmd_train(args, reference_defaults())
+    plan = train_from_args(args, reference_defaults())
     if args.mode == "train_and_validate" and not args.dry_run:
         from ecvit.engine import validate
 
         cfg = config_from_args(args, TRAIN, reference_defaults())
+        cfg.output_dir = plan.cfg.output_dir  # the run's folder (a new one when none was given)
         validate(cfg, str(Path(cfg.output_dir) / "model_best.pth"), cfg.output_dir)
-    return status
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,8 @@ which on two cores finishes sooner than one two-thread run at a time for models 
 
 Models (``--models``, comma-separated; ``--list-models`` prints them): each is a registered
 model plus constructor arguments. Below 128 px every ViT uses patch 4 (a 16 px patch leaves
-a 2x2 grid at 32 px), which gives the same 8x8 grid as ECViT's stride-4 tokenizer; CvT-13 is
+a 2x2 grid at 32 px): an 8x8 grid, where ECViT's default 8x tokenizer gives a 4x4 grid
+(so part of ECViT's MAC advantage at 32 px is 4x fewer tokens); CvT-13 is
 scaled to small images by first-stage stride 2 and 3x3 patches (grids 16, 8, 4 at 32 px).
 ``vit_mini`` is ViT-Tiny at half the width and depth (96 wide, 6 blocks, 3 heads), the size
 of ECViT-Tiny, so the CPU default set finishes in about half an hour on two cores.

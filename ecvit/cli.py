@@ -212,10 +212,13 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     # run
     Flag("--seed", "SEED", "random seed", int, metavar="N"),
     Flag("--device", "DEVICE", "device to run on", choices=DEVICES, default_text=DEVICE_DEFAULT),
-    Flag("--output-dir", "OUTPUT_DIR", "folder for checkpoints, metrics and plots",
-         metavar="DIR"),
+    Flag("--output-dir", "OUTPUT_DIR", "folder for checkpoints, metrics and plots; rerunning "
+         "with the same folder resumes its run", metavar="DIR",
+         default_text="a new folder per run, output/train/<date>-<model>-<size>, with "
+                      "output/latest pointing at it"),
     Flag("--checkpoint", "TEST.MODEL_FILE", "checkpoint to evaluate", metavar="PATH",
-         commands=(VALIDATE,), default_text="<output-dir>/model_best.pth"),
+         commands=(VALIDATE,),
+         default_text="<output-dir>/model_best.pth, without --output-dir output/latest/model_best.pth"),
 )
 
 CONFIG_KEYS_EPILOG = ("Every config key can be given after the flags as KEY VALUE (e.g. "
@@ -262,6 +265,11 @@ def add_config_flags(parser: argparse.ArgumentParser, commands: Sequence[str],
             parser.add_argument(flag.option, dest=flag.dest, type=flag.type, choices=flag.choices,
                                 metavar=flag.metavar, default=argparse.SUPPRESS, help=help_text)
     add_openmp_flag(parser)
+    if TRAIN in commands:
+        parser.add_argument("--overwrite-output-dir", action="store_true",
+                            help="start fresh in --output-dir even though it holds another run: "
+                                 "that run's checkpoints, logs, metrics and events are removed "
+                                 "first (other files stay); without it such a start is refused")
     parser.add_argument("--dry-run", action="store_true",
                         help="run the preflight (model built on the meta device, data root and "
                              "layout read, device, precision and resume checked), print the plan "
@@ -330,22 +338,33 @@ def print_plan(plan: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, base: Config | None = None) -> int:
-    """``ecvit train`` (and ``main.py``'s training modes, with their own ``base`` defaults)."""
+    """``ecvit train``."""
+    train_from_args(args, base)
+    return 0
+
+
+def train_from_args(args: argparse.Namespace, base: Config | None = None) -> Any:
+    """Resolve the run (``main.py``'s training modes pass their own ``base`` defaults) and
+    train it, or print the plan for ``--dry-run``; returns the plan (its ``cfg.output_dir``
+    is the run's folder)."""
     from ecvit.engine import resolve, train
 
-    plan = resolve(config_from_args(args, TRAIN, base))
+    plan = resolve(config_from_args(args, TRAIN, base),
+                   overwrite_output_dir=getattr(args, "overwrite_output_dir", False))
     if args.dry_run:
         print_plan(plan)
-        return 0
-    train(plan)
-    return 0
+    else:
+        train(plan)
+    return plan
 
 
 def default_checkpoint(cfg: Config) -> str:
     """``TEST.MODEL_FILE``, else the run's ``model_best.pth``; a UsageError when neither exists."""
     if cfg.test.model_file:
         return cfg.test.model_file
-    best = Path(cfg.output_dir) / "model_best.pth"
+    from ecvit.engine.outputs import latest_run
+
+    best = Path(cfg.output_dir or latest_run()) / "model_best.pth"
     if best.is_file():
         return str(best)
     raise UsageError(f"no checkpoint to evaluate: pass --checkpoint PATH (or TEST.MODEL_FILE); "

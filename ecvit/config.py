@@ -216,7 +216,7 @@ class Config:
     test: TestConfig = field(default_factory=TestConfig)
     cudnn: CudnnConfig = field(default_factory=CudnnConfig)
     official: OfficialConfig = field(default_factory=OfficialConfig)
-    output_dir: str = "output"
+    output_dir: str = ""  # "" = a new folder per training run, output/train/<date>-<model>-<size>
     seed: int = 0
     device: str = ""  # "" = cuda when available, else cpu
 

@@ -50,7 +50,8 @@ def test_help_documents_every_subcommand(capsys):
 
 @pytest.mark.parametrize("command, expected", [
     ("train", ["(default: ecvit_tiny)", "(default: digits)", "(default: digits: 32, else the model's)",
-               "(default: output)", "KEY VALUE", "precedence", "[TRAIN.LR]",
+               "(default: a new folder per run, output/train/<date>-<model>-<size>, with output/latest pointing at it)",
+               "--overwrite-output-dir", "KEY VALUE", "precedence", "[TRAIN.LR]",
                "[MODEL.DROP_PATH_RATE] (default: the variant's)", "--no-resume",
                "[MODEL.ARGS.NUM_HEADS]"]),
     ("validate", ["[TEST.BATCH_SIZE] (default: 128)", "--checkpoint PATH"]),

@@ -4,7 +4,7 @@ What is checked: each registered model yields maps ``"0"``-``"3"`` at strides 4/
 ``"pool"``; the neck each family gets and where a missing stride comes from; ViTDet's simple
 pyramid layout; one Faster / Mask R-CNN training step per family on a generated COCO-format
 sample (finite losses, gradients in every backbone parameter); classification weights
-loading into a backbone; bad arguments; the example script and the README's example.
+loading into a backbone; bad arguments; the example script and the detection page's example.
 """
 
 from __future__ import annotations
@@ -215,11 +215,10 @@ def test_example_script_trains_on_coco_folder(example, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_readme_detection_example_runs():
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Use a model as a detection backbone", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+def test_docs_detection_example_runs():
+    text = (ROOT / "docs" / "detection.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, flags=re.S)[1]
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/detection.md", "exec"), scope)
     assert all(math.isfinite(v.item()) for v in scope["losses"].values())
     assert {"loss_mask", "loss_box_reg"} <= set(scope["losses"])

@@ -89,18 +89,56 @@ def test_ecvit_create_model_loads_the_folder(exported, run):
         assert again.pretrained_cfg["mean"] == (0.3, 0.4, 0.5)
 
 
-def test_reexport_replaces_the_folder(run, exported, tmp_path, capsys):
+def test_export_into_a_cloned_repository_keeps_its_files(run, exported, tmp_path):
+    """A hub repository cloned to export into: .git, LICENSE, other weights and the
+    repository's own README stay; only config.json and model.safetensors are written."""
+    repo = tmp_path / "repo"
+    (repo / ".git" / "objects").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "LICENSE").write_text("Apache-2.0")
+    (repo / "other.pth").write_bytes(b"weights of another model")
+    (repo / "README.md").write_text("# Our model\nhand-written card\n")
+    assert main(["export", "--checkpoint", str(run[0]), "--format", "hf", "--out", str(repo)]) == 0
+    assert (repo / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (repo / "LICENSE").read_text() == "Apache-2.0"
+    assert (repo / "other.pth").read_bytes() == b"weights of another model"
+    assert (repo / "README.md").read_text() == "# Our model\nhand-written card\n"
+    assert sorted(p.name for p in repo.iterdir()) == [".git", "LICENSE", "README.md", "config.json",
+                                                     "model.safetensors", "other.pth"]
+    assert (repo / "config.json").read_bytes() == (exported / "config.json").read_bytes()
+    torch.testing.assert_close(logits(ecvit.create_model(f"local-dir:{repo}")), logits(run[1]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # nothing staged left behind
+
+
+def test_reexport_replaces_its_own_files_only(run, exported, tmp_path, capsys):
     out = tmp_path / "hf"
     shutil.copytree(exported, out)
-    (out / "stale.txt").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text("{}")
+    (out / "README.md").write_text((out / "README.md").read_text().replace("61.25", "0.5"))
     assert main(["export", "--checkpoint", str(run[0]), "--format", "hf", "--out", str(out)]) == 0
-    assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "config.json").read_bytes() == (exported / "config.json").read_bytes()
+    assert (out / "README.md").read_text() == (exported / "README.md").read_text()  # our card: renewed
+    mode = (out / "model.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~ecvit.io.checkpoint.current_umask()  # a plain file's mode, not a temp file's
     (tmp_path / "notes.txt").write_text("mine")
     code, _, err = run_entry(main, ["export", "--checkpoint", str(run[0]), "--format", "hf",
                                     "--out", str(tmp_path / "notes.txt")], capsys)
-    assert code == 2 and "notes.txt exists and is not a model folder" in err
+    assert code == 2 and "notes.txt exists and is not a folder" in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_export_never_overwrites_the_checkpoint_it_reads(run, tmp_path, capsys):
+    out = tmp_path / "hf"
+    out.mkdir()
+    weights = out / "model.safetensors"
+    assert main(["export", "--checkpoint", str(run[0]), "--format", "safetensors", "--out", str(weights)]) == 0
+    before = weights.read_bytes()
+    code, _, err = run_entry(main, ["export", "--checkpoint", str(weights), "--format", "hf",
+                                    "--out", str(out)], capsys)
+    assert code == 2 and "would overwrite the checkpoint being exported" in err
+    assert weights.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
 
 
 def hf_cache(tmp_path, monkeypatch, folder, repo="my-org/digits-ecvit"):

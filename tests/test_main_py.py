@@ -28,7 +28,8 @@ def test_reference_defaults_and_flags(capsys):
     cfg = yaml.safe_load(out)
     assert cfg["MODEL"]["NAME"] == "ecvit_small"
     assert (cfg["DATA"]["DATASET"], cfg["DATA"]["IMG_SIZE"]) == ("simulated", 224)
-    assert cfg["OUTPUT_DIR"] == "output" and cfg["DEVICE"] == ""
+    assert cfg["OUTPUT_DIR"].startswith("output/train/") and cfg["DEVICE"] == ""
+    assert cfg["OUTPUT_DIR"].endswith("-ecvit_small-224")  # a folder of its own, timm's layout
     code, out, err = run_main(["--mode", "train", "--dry-run", "--embed-dims", "64,128,192",
                                "--depths", "1,1,1", "--num-heads", "2,4,6", "--mlp-ratios",
                                "2,2,2", "--block-size", "4", "--optimizer", "sgd", "--lr", "0.05",

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from _engine_helpers import assert_same_weights, tiny_cfg, weights
+from ecvit.engine import resolve, train, trainer
+from ecvit.errors import CheckpointError, UsageError
 from ecvit.io.checkpoint import read_checkpoint
-from ecvit.engine import train, trainer
-from ecvit.errors import CheckpointError
 
 ENTRY = str(Path(__file__).with_name("_engine_entry.py"))
 # Every RNG consumer on: shuffling, flips, drop path, Mixup/CutMix (NumPy), EMA, clipping.
@@ -100,8 +100,11 @@ def test_explicit_resume_and_auto_resume_off(tmp_path, capsys):
     assert "resume from" in capsys.readouterr().out
     # a finished run resumed again has nothing left to do
     assert train(tiny_cfg(tmp_path / "b", "TRAIN.EPOCHS", "2")) == result | {"epoch_time": result["epoch_time"]}
-    # AUTO_RESUME false starts over even though a checkpoint is there
-    again = train(tiny_cfg(tmp_path / "a", "TRAIN.EPOCHS", "1", "TRAIN.AUTO_RESUME", "false"))
+    # AUTO_RESUME false does not start over another run's files unless told to replace them
+    with pytest.raises(UsageError, match="holds another run .checkpoint.pth, model_best.pth.*--overwrite-output-dir"):
+        train(tiny_cfg(tmp_path / "a", "TRAIN.EPOCHS", "1", "TRAIN.AUTO_RESUME", "false"))
+    again = train(resolve(tiny_cfg(tmp_path / "a", "TRAIN.EPOCHS", "1", "TRAIN.AUTO_RESUME", "false"),
+                          overwrite_output_dir=True))
     assert again["epoch"] == 1
 
 
@@ -109,7 +112,7 @@ def test_resume_errors_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="TRAIN.RESUME: checkpoint not found"):
         train(tiny_cfg(tmp_path / "x", "TRAIN.RESUME", str(tmp_path / "nope.pth")))
     train(tiny_cfg(tmp_path / "probe", "TRAIN.EPOCHS", "1", model="engine_probe_net"))
-    with pytest.raises(CheckpointError, match="auto-resume: .* is another run .model engine_probe_net -> ecvit_tiny.*--no-resume"):
+    with pytest.raises(CheckpointError, match="auto-resume: .* is another run .model engine_probe_net -> ecvit_tiny.*--overwrite-output-dir"):
         train(tiny_cfg(tmp_path / "probe", "TRAIN.EPOCHS", "2"))
     torch.save({"model": {}}, tmp_path / "weights_only.pth")
     with pytest.raises(CheckpointError, match="cannot be resumed from"):

@@ -175,12 +175,12 @@ def test_second_command_finishes_extends_or_refuses(run_dir, folder, capsys):
     before = (run_dir / "checkpoint.pth").read_bytes()
     common = ["--dataset", "folder", "--data-path", str(folder), "--output-dir", str(run_dir)]
     code, out, err = run_main(train_argv(*common), capsys)
-    assert code == 0 and "already finished" in out and "--no-resume" in out, err
+    assert code == 0 and "already finished" in out and "--overwrite-output-dir" in out, err
     for argv, field in ((["--model", "dws_vit_tiny_dw"], "model ecvit_tiny -> dws_vit_tiny_dw"),
                         (["--optimizer", "sgd"], "optimizer adamw -> sgd"),
                         (["--depths", "1,1"], "model arguments")):
         code, _, err = run_main(train_argv(*common, *argv), capsys)
-        assert code == 2 and "auto-resume" in err and field in err and "--no-resume" in err, err
+        assert code == 2 and "auto-resume" in err and field in err and "--overwrite-output-dir" in err, err
         assert len(err.strip().splitlines()) == 1
     other = make_folder(run_dir.parent / "four", classes=(*CLASSES, "fox"), per_class=2)
     code, _, err = run_main(train_argv("--dataset", "folder", "--data-path", str(other),
@@ -213,7 +213,10 @@ def test_no_resume_starts_fresh(run_dir, folder, tmp_path, capsys):
     assert run_main(train_argv(*common, "--epochs", "1"), capsys)[0] == 0
     code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "dws_vit_tiny_dw",
                                           "--no-resume", "MODEL.ARGS", "{depth: 1}"), capsys)
-    assert code == 0 and "fresh start" in text, err
+    assert code == 2 and "holds another run (checkpoint.pth, model_best.pth" in err, err
+    code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "dws_vit_tiny_dw",
+                                          "--overwrite-output-dir", "MODEL.ARGS", "{depth: 1}"), capsys)
+    assert code == 0 and "fresh start, replacing the earlier run's files" in text, err
     assert read_checkpoint(out / "checkpoint.pth")["model_name"] == "dws_vit_tiny_dw"
 
 

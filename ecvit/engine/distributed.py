@@ -94,6 +94,15 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def broadcast_text(text: str, info: DistInfo) -> str:
+    """Rank 0's ``text`` on every rank (e.g. the run folder named from rank 0's clock)."""
+    if not info.distributed:
+        return text
+    box = [text]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()

@@ -11,6 +11,8 @@ import csv
 import json
 import math
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +56,73 @@ def check_output_dir(folder: str | Path, what: str) -> None:
     if free < MIN_FREE_BYTES:
         raise UsageError(f"{what} {folder}: disk full ({free} bytes free on the file system of "
                          f"{existing}); free some space or pick another folder")
+
+
+# ---------------------------------------------------------------- run folders
+
+RUNS_ROOT = Path("output")  # where runs without --output-dir go: RUNS_ROOT/train/<run>
+LATEST = RUNS_ROOT / "latest"  # points at the newest of those runs
+# Files that show a run got past its first epoch: a fresh start never writes over them.
+EPOCH_FILES = ("checkpoint.pth", "model_best.pth", "metrics.json", "summary.csv")
+# What a run writes into its folder (``model_<epoch>.pth`` too): removed by --overwrite-output-dir.
+RUN_FILES = EPOCH_FILES + ("curves.png", "train.log", "config.yaml", "tb",
+                           "model_best.validate.json", "model_best.confusion.png")
+
+
+def new_run_dir(model: str, img_size: int) -> Path:
+    """``output/train/<YYYYmmdd-HHMMSS>-<model>-<img_size>`` (timm's layout), with ``-1``,
+    ``-2`` ... appended when a run started in the same second has the name."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
+    base = RUNS_ROOT / "train" / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{img_size}"
+    path, n = base, 0
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def earlier_run_files(folder: str | Path) -> list[str]:
+    """The files in ``folder`` that an earlier run left after finishing an epoch."""
+    folder = Path(folder)
+    found = [name for name in EPOCH_FILES if (folder / name).exists()]
+    return found + sorted(p.name for p in folder.glob("model_[0-9]*.pth"))
+
+
+def remove_run_files(folder: Path) -> None:
+    """Remove what an earlier run wrote into ``folder`` (``--overwrite-output-dir``); other
+    files stay."""
+    for path in [folder / name for name in RUN_FILES] + list(folder.glob("model_[0-9]*.pth")):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"--overwrite-output-dir: could not remove {path}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def point_latest(run_dir: Path) -> bool:
+    """Point ``output/latest`` at ``run_dir`` (a relative symlink, replaced atomically);
+    False where the file system has no symlinks or refuses (the run goes on)."""
+    tmp = LATEST.with_name(f".{LATEST.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(run_dir, LATEST.parent), tmp)
+        os.replace(tmp, LATEST)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def latest_run() -> Path:
+    """The folder ``output/latest`` points at, named as such (``output/latest`` itself when
+    it is not a link)."""
+    try:
+        return LATEST.parent / os.readlink(LATEST)
+    except OSError:
+        return LATEST
 
 
 def _replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
@@ -224,4 +293,5 @@ def plot_confusion(confusion: torch.Tensor, class_names: list[str], path: Path) 
     _replace_atomically(path, lambda p: fig.savefig(p, format="png"))
 
 
-__all__ = ["RunLog", "RunOutputs", "check_output_dir", "write_config", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]
+__all__ = ["RunLog", "RunOutputs", "check_output_dir", "new_run_dir", "earlier_run_files",
+           "remove_run_files", "point_latest", "latest_run", "RUNS_ROOT", "LATEST", "RUN_FILES", "write_config", "summary_line", "plot_curves", "plot_confusion", "write_json", "COLUMNS"]

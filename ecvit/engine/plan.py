@@ -30,7 +30,7 @@ from ecvit.data import build_datasets, canonical_dataset_name
 from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS, fill_data_defaults
 from ecvit.engine.builder import model_kwargs
 from ecvit.engine.distributed import launched_by_torchrun
-from ecvit.engine.outputs import check_output_dir
+from ecvit.engine.outputs import check_output_dir, earlier_run_files, new_run_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
 from ecvit.engine.state import find_resume_checkpoint, load_training_checkpoint
@@ -58,6 +58,7 @@ class ResumePlan:
     epoch: int = 0
     step: int = 0  # > 0: a mid-epoch checkpoint, continuing epoch ``epoch + 1`` at this step
     changes: tuple[tuple[str, Any, Any], ...] = ()  # (key, checkpoint value, new value)
+    replace: bool = False  # fresh start over an earlier run's files (--overwrite-output-dir)
     state: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
@@ -78,13 +79,14 @@ class RunPlan:
     resume: ResumePlan = ResumePlan()
     datasets: Any = field(default=None, repr=False, compare=False)  # the DataBundle, built once
     notes: tuple[str, ...] = ()  # one line each, shown with the plan (e.g. an official file's "no effect:")
+    new_folder: bool = False  # OUTPUT_DIR was not given: this run's own folder under output/train
 
     def describe(self) -> list[str]:
         """The plan in a few lines: what ``--dry-run`` prints and the run banner shows."""
         c = self.cfg
         args = ", ".join(f"{k}={v}" for k, v in c.model.args.items()) or "the variant's own"
         r = self.resume
-        state = {"fresh": "fresh start",
+        state = {"fresh": "fresh start" + (", replacing the earlier run's files" if r.replace else ""),
                  "resume": f"resume from {r.path} at epoch {r.epoch}/{c.train.epochs}"
                            + (f", step {r.step} of epoch {r.epoch + 1}" if r.step else ""),
                  "finished": f"finished ({r.path} is at epoch {r.epoch}/{c.train.epochs})"}[r.mode]
@@ -113,10 +115,12 @@ def _fmt(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-def resolve(cfg: Config, training: bool = True) -> RunPlan:
+def resolve(cfg: Config, training: bool = True, overwrite_output_dir: bool = False) -> RunPlan:
     """Check ``cfg`` and turn it into a :class:`RunPlan`; a UsageError names what is wrong.
 
     Nothing is written. ``training=False`` (``validate``) skips the resume and lock checks.
+    A training run without OUTPUT_DIR gets a new folder of its own (``output/train/...``);
+    ``overwrite_output_dir`` lets a fresh start replace an earlier run's files in OUTPUT_DIR.
     """
     check_config(cfg)
     cfg = copy.deepcopy(cfg)
@@ -161,15 +165,18 @@ def resolve(cfg: Config, training: bool = True) -> RunPlan:
     elif cfg.model.pretrained and not Path(cfg.model.pretrained).is_file():
         raise CheckpointError(f"MODEL.PRETRAINED: file not found: {cfg.model.pretrained}")
     resume = ResumePlan()
+    new_folder = training and not cfg.output_dir
+    if new_folder:
+        cfg.output_dir = str(new_run_dir(cfg.model.name, cfg.data.img_size))
     if training:
         check_output_dir(cfg.output_dir, "OUTPUT_DIR")
         if int(os.environ.get("RANK", "0")) == 0:  # other ranks would find the lock their rank 0 took
             check_unlocked(cfg.output_dir)
-        resume = _resume_plan(cfg, num_classes)
+        resume = _resume_plan(cfg, num_classes, overwrite_output_dir)
     return RunPlan(cfg=cfg, device=device, precision=precision, num_classes=num_classes,
                    class_names=tuple(str(c) for c in data.class_names), num_params=num_params,
                    num_macs=num_macs, drop_path_rate=drop_path, train_size=len(data.train), val_size=len(data.val),
-                   resume=resume, datasets=data, notes=tuple(notes))
+                   resume=resume, datasets=data, notes=tuple(notes), new_folder=new_folder)
 
 
 TTA_CROP_PCT = 0.875  # crop TTA's resize when DATA.CROP_PCT is 1 (resize 256, crops of 224)
@@ -299,12 +306,21 @@ def _check_augment(cfg: Config) -> None:
 # ---------------------------------------------------------------------------- resume
 
 
-def _resume_plan(cfg: Config, num_classes: int) -> ResumePlan:
-    """Fresh, resume or finished; another run's checkpoint is refused, naming the fields."""
+def _resume_plan(cfg: Config, num_classes: int, overwrite: bool = False) -> ResumePlan:
+    """Fresh, resume or finished; another run's checkpoint is refused, naming the fields, and
+    so is a fresh start over another run's files unless ``overwrite`` says to replace them."""
     t = cfg.train
-    path = find_resume_checkpoint(t.resume, t.auto_resume, cfg.output_dir)
+    if overwrite and t.resume:
+        raise UsageError("--overwrite-output-dir starts the run over in OUTPUT_DIR; it cannot be "
+                         f"combined with --resume {t.resume} (TRAIN.RESUME)")
+    path = None if overwrite else find_resume_checkpoint(t.resume, t.auto_resume, cfg.output_dir)
     if path is None:
-        return ResumePlan()
+        earlier = earlier_run_files(cfg.output_dir)
+        if earlier and not overwrite:
+            raise UsageError(f"OUTPUT_DIR {cfg.output_dir} holds another run ({', '.join(earlier)}) "
+                             "and this run starts fresh; pick another --output-dir, or pass "
+                             "--overwrite-output-dir to replace that run's files")
+        return ResumePlan(replace=overwrite)
     ckpt = load_training_checkpoint(path)
     how = "--resume" if t.resume else "auto-resume"
     try:
@@ -322,7 +338,7 @@ def _resume_plan(cfg: Config, num_classes: int) -> ResumePlan:
                 differ.append(f"{label} {old} -> {new}")
     if ckpt.get("num_classes", num_classes) != num_classes:
         differ.append(f"classes {ckpt.get('num_classes')} -> {num_classes}")
-    fresh = ("start fresh with --no-resume (TRAIN.AUTO_RESUME false) or another --output-dir"
+    fresh = ("start fresh in another --output-dir, or over it with --overwrite-output-dir"
              if how == "auto-resume" else "pass the checkpoint of this run, or drop --resume")
     if differ:
         raise CheckpointError(f"{how}: {path} is another run ({'; '.join(differ)}); it was left "

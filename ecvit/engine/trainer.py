@@ -30,7 +30,8 @@ from ecvit.engine.evaluate import evaluate
 from ecvit.engine.loaders import TrainLoader, eval_loader
 from ecvit.engine.optim import (build_mixup, build_optimizer, build_scheduler, build_train_loss,
                                 scaled_lr, updates_per_epoch)
-from ecvit.engine.outputs import RunLog, RunOutputs, summary_line, write_config
+from ecvit.engine.outputs import (RunLog, RunOutputs, point_latest, remove_run_files, summary_line,
+                                  write_config)
 from ecvit.engine.plan import RunPlan, resolve
 from ecvit.engine.precision import apply_cudnn
 from ecvit.engine.runlock import RunLock
@@ -57,6 +58,8 @@ def train(plan: RunPlan | Config) -> dict[str, Any]:
         plan = resolve(plan)
     apply_cudnn(plan.cfg.cudnn, plan.device)
     info = D.setup(plan.device)
+    if plan.new_folder:  # named from each rank's clock: rank 0's name is the run's
+        plan.cfg.output_dir = D.broadcast_text(plan.cfg.output_dir, info)
     if plan.resume.mode == "finished":
         return _finished(plan, info)
     lock = RunLock(plan.cfg.output_dir) if info.is_main else contextlib.nullcontext()
@@ -75,7 +78,7 @@ def _finished(plan: RunPlan, info: D.DistInfo) -> dict[str, Any]:
     if info.is_main:
         print(f"{plan.cfg.output_dir}: this run is already finished ({r.path} is at epoch "
               f"{r.epoch}/{epochs}); nothing to train. Raise --epochs to continue it, or start "
-              "over with --no-resume or another --output-dir.", flush=True)
+              "over in another --output-dir (or over it with --overwrite-output-dir).", flush=True)
     history = (r.state or {}).get("history") or []
     return dict(history[-1]) if history else {}
 
@@ -106,6 +109,10 @@ class _Run:
         self.log = RunLog(self.out / "train.log", enabled=info.is_main)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if plan.resume.replace:
+                remove_run_files(self.out)
+            if plan.new_folder:
+                point_latest(self.out)
             clean_stale_temporaries(self.out)
             write_config(cfg, self.out / "config.yaml")
         seed_everything(cfg.seed + info.rank)
@@ -403,8 +410,13 @@ class _Run:
         where = f"epoch {epoch + 1}, after step {steps}/{len(self.train_loader)}" if steps else \
             f"the end of epoch {epoch}"
         return Preempted(f"received {name}: stopped at {where} and wrote the resumable checkpoint "
-                         f"{self.out / 'checkpoint.pth'}; run the same command again to resume "
-                         "from there", exit_code=128 + int(signum))
+                         f"{self.out / 'checkpoint.pth'}; {self._how_to_resume()}",
+                         exit_code=128 + int(signum))
+
+    def _how_to_resume(self) -> str:
+        if self.plan.new_folder:  # the same command again would start a new run folder
+            return f"resume with the same command plus --output-dir {self.out}"
+        return "run the same command again to resume from there"
 
     def _skip_empty(self, batch: int) -> bool:
         """A batch emptied by skipped images is skipped, by every rank together."""

@@ -56,6 +56,36 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], what: str 
     _fsync_dir(path.parent)
 
 
+def write_files_atomic(files: dict[Path, bytes], what: str = "file") -> None:
+    """Write several files as one step: each is staged as a temp file beside its target and
+    synced, then all are renamed. A refused or failed write removes the staged files and
+    leaves every target as it was (one :class:`StorageError` line naming the file)."""
+    staged: list[tuple[str, Path]] = []
+    current = next(iter(files), Path("."))
+    try:
+        for path, data in files.items():
+            current = path
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in staged:
+            current = path
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        cause = os_error_of(exc)
+        if cause is not None:
+            raise StorageError(storage_message(current, cause, what)) from None
+        raise
+    for folder in {path.parent for path in files}:
+        _fsync_dir(folder)
+
+
 def current_umask() -> int:
     """The process umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)

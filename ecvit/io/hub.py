@@ -10,58 +10,63 @@ defaults). Such a folder is accepted wherever weights are (:mod:`ecvit.io.folder
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ecvit.errors import StorageError, UsageError
-from ecvit.io.checkpoint import current_umask, read_checkpoint, storage_message
+from ecvit.io.checkpoint import read_checkpoint, storage_message, write_files_atomic
 from ecvit.io.folders import CARD, CONFIG, WEIGHTS
 from ecvit.io.weights import load_for_inference
 from ecvit.models.registry import model_entry
+
+CARD_MARK = "Image classifier built with ecvit:"  # how an export recognises a card it wrote
+
 
 # ---------------------------------------------------------------- export
 
 
 def export_hf(checkpoint: Path, out: Path | None, use_ema: bool | None = None) -> Path:
-    """``ecvit export --format hf``: config.json, model.safetensors and README.md in ``out``,
-    written in a temp folder beside it and renamed into place."""
+    """``ecvit export --format hf``: config.json, model.safetensors and a README.md model card
+    in ``out``. An existing folder (a cloned hub repository, an earlier export) keeps every
+    other file: only those files are replaced, and a README.md that ecvit did not write is
+    kept, as timm keeps a repository's own card. The files are staged beside their targets
+    and renamed together, so a refused write leaves the folder as it was."""
     out = Path(out) if out else checkpoint.with_name(checkpoint.stem + "-hf")
-    if out.exists() and not (out.is_dir() and ((out / CONFIG).is_file() or not any(out.iterdir()))):
-        raise UsageError(f"--out {out} exists and is not a model folder; name a new folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; name a folder (new, or a "
+                         "model repository to export into)")
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    names = [CONFIG, WEIGHTS] + ([CARD] if _card_is_ours(out / CARD) else [])
+    if checkpoint.resolve() in {(out / name).resolve() for name in names}:
+        raise UsageError(f"--out {out} would overwrite the checkpoint being exported "
+                         f"({checkpoint}); export into another folder")
     model, spec = load_for_inference(str(checkpoint), use_ema)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        from safetensors.torch import save_file
+    from safetensors.torch import save
 
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / CONFIG).write_text(json.dumps(hf_config(model, spec), indent=2) + "\n")
-        (tmp / CARD).write_text(model_card(checkpoint, spec))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
-        _replace_folder(tmp, out)
-    except OSError as exc:  # full disk, read-only folder: one line, nothing half-written at out
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    files = {WEIGHTS: save(state, metadata={"format": "pt"}),
+             CONFIG: (json.dumps(hf_config(model, spec), indent=2) + "\n").encode()}
+    if CARD in names:
+        files[CARD] = model_card(checkpoint, spec).encode()
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
         raise StorageError(storage_message(out, exc, "export")) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_files_atomic({out / name: data for name, data in files.items()}, what="export")
     return out
 
 
-def _replace_folder(new: Path, out: Path) -> None:
-    """Rename ``new`` to ``out``; an earlier export there is moved aside first, then removed."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / "folder")
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _card_is_ours(path: Path) -> bool:
+    """True when ``path`` is absent or a model card that :func:`model_card` wrote."""
+    if not path.is_file():
+        return True
+    try:
+        return CARD_MARK in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 def hf_config(model: nn.Module, spec: Any) -> dict[str, Any]:
@@ -95,7 +100,7 @@ def model_card(checkpoint: Path, spec: Any) -> str:
                          tags=["image-classification", "timm", "ecvit"])
     paper = model_entry(spec.model_name).paper
     lines = [f"---\n{data.to_yaml()}\n---", f"# {spec.model_name} ({spec.dataset or 'custom data'})", "",
-             f"Image classifier built with ecvit: `{spec.model_name}`, "
+             f"{CARD_MARK} `{spec.model_name}`, "
              f"{spec.num_classes} classes.", "",
              "## Model details", "",
              f"- Architecture: `{spec.model_name}`"
