@@ -18,6 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from ecvit import openmp
 from ecvit.cli import (CONFIG_KEYS_EPILOG, PRECEDENCE, TRAIN, VALIDATE, _Formatter, add_config_flags,
                        apply_openmp_flag, cmd_validate, config_from_args, run_command, train_from_args)
 from ecvit.config import Config
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    openmp.apply_default()  # before anything imports torch: OpenMP reads its wait policy once
     args = build_parser().parse_args(argv)
 
     def go() -> int:

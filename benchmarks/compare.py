@@ -122,7 +122,7 @@ def build_impls(img_size: int, num_classes: int = 1000) -> tuple[list[Impl], dic
     torch.manual_seed(0)
     deit = timm.create_model("deit_tiny_patch16_224", num_classes=num_classes, img_size=img_size)
     torch.manual_seed(0)
-    vit = create_model("vit_tiny", num_classes=num_classes, img_size=img_size)
+    vit = create_model("dws_vit_tiny", num_classes=num_classes, img_size=img_size)
     torch.manual_seed(0)
     ecv = create_model("ecvit_small", num_classes=num_classes, img_size=img_size)
 

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecvit.config import AMP_CHOICES
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_IMAGE = 128  # below this size ViTs use patch 4 and CvT-13 a stride-2 first stage
 POLL_SECONDS = 1.0
@@ -71,14 +73,14 @@ class StudyModel:
 
 _MINI = {"embed_dim": 96, "depth": 6, "num_heads": 3}
 MODELS: dict[str, StudyModel] = {
-    "vit_mini": StudyModel("vit_tiny", _MINI, vit=True, plain=True),
-    "vit_mini_dw": StudyModel("vit_tiny_dw", _MINI, vit=True),
-    "vit_mini_dw_span2": StudyModel("vit_tiny_dw", {**_MINI, "dw_span": 2}, vit=True),
-    "vit_mini_dw_k357": StudyModel("vit_tiny_dw", {**_MINI, "dw_kernels": [3, 5, 7]}, vit=True),
-    "vit_tiny": StudyModel("vit_tiny", vit=True, plain=True),
-    "vit_tiny_dw": StudyModel("vit_tiny_dw", {}, vit=True),
-    "vit_tiny_dw_span2": StudyModel("vit_tiny_dw", {"dw_span": 2}, vit=True),
-    "vit_tiny_dw_k357": StudyModel("vit_tiny_dw", {"dw_kernels": [3, 5, 7]}, vit=True),
+    "vit_mini": StudyModel("dws_vit_tiny", _MINI, vit=True, plain=True),
+    "vit_mini_dw": StudyModel("dws_vit_tiny_dw", _MINI, vit=True),
+    "vit_mini_dw_span2": StudyModel("dws_vit_tiny_dw", {**_MINI, "dw_span": 2}, vit=True),
+    "vit_mini_dw_k357": StudyModel("dws_vit_tiny_dw", {**_MINI, "dw_kernels": [3, 5, 7]}, vit=True),
+    "vit_tiny": StudyModel("dws_vit_tiny", vit=True, plain=True),
+    "vit_tiny_dw": StudyModel("dws_vit_tiny_dw", {}, vit=True),
+    "vit_tiny_dw_span2": StudyModel("dws_vit_tiny_dw", {"dw_span": 2}, vit=True),
+    "vit_tiny_dw_k357": StudyModel("dws_vit_tiny_dw", {"dw_kernels": [3, 5, 7]}, vit=True),
     "ecvit_tiny": StudyModel("ecvit_tiny"),
     "ecvit_small": StudyModel("ecvit_small"),
     "cvt_13": StudyModel("cvt_13"),
@@ -327,7 +329,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(CPU_DEFAULT), help="comma-separated study models")
     p.add_argument("--list-models", action="store_true", help="print the study models and exit")
     p.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"))
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="threads per run (0: torch's default)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "small_data")

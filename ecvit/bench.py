@@ -43,13 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecvit.checkpoint import write_atomic
 from ecvit.config import MAX_BATCH, MAX_IMG_SIZE
 from ecvit.engine.outputs import check_output_dir
-from ecvit.engine.precision import Precision, resolve_device
+from ecvit.engine.precision import AMP_DTYPES, Precision, resolve_device
 from ecvit.errors import UsageError
+from ecvit.flops import count_macs, count_params
+from ecvit.io.checkpoint import write_atomic
+from ecvit.models import create_model, fuse, set_cpu_autocast_training
 
-AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _sync(device: torch.device) -> None:
@@ -202,7 +203,6 @@ class Workload:
             raise UsageError("--batch-size and --img-size must be positive")
         model = self.model.to(self.device)
         if self.train:  # train as `ecvit train` does: its CPU precision policy for CPU bf16
-            from ecvit.models import set_cpu_autocast_training
 
             precision = Precision(self.amp, self.device.type, flag="--amp")
             set_cpu_autocast_training(model, precision.cpu_autocast_training)
@@ -295,7 +295,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def peak_dtype(amp: str) -> torch.dtype:
     """The matmul dtype whose peak an ``--amp`` setting should be compared to."""
-    return AMP_DTYPES[amp] or torch.float32
+    return AMP_DTYPES.get(amp, torch.float32)
 
 
 def flops_per_mac(train: bool) -> int:
@@ -328,8 +328,6 @@ def benchmark_model(
     :func:`ecvit.flops.count_macs` unless given; ``matmul_peak_gflop_s`` and
     ``fraction_of_peak`` are None unless ``matmul_peak_gflops`` is given.
     """
-    from ecvit.flops import count_macs, count_params
-
     if warmup < 0 or iters < 1:
         raise UsageError("warm-up must be >= 0 and iterations >= 1")
     dev = resolve_device(device)
@@ -448,8 +446,6 @@ def benchmark_command(args: argparse.Namespace) -> int:
     Inference runs the inference form (``ecvit.fuse``: BatchNorm folded); a training
     benchmark keeps the plain model. Returns the exit code.
     """
-    from ecvit.models import create_model, fuse
-
     dev = resolve_device(getattr(args, "device", None), flag="--device")
     amp = getattr(args, "amp", None) or "off"
     check_amp(amp, dev)

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ecvit import __version__, openmp
-from ecvit.config import (MAX_BATCH, MAX_CLASSES, MAX_IMG_SIZE, MAX_WORKERS, SCHED_CHOICES, TTA_CHOICES, Config, config_from_dict,
-                          get_key, load_config)
+from ecvit import openmp
+from ecvit.config import (AMP_CHOICES, DATASETS, DEVICE_DEFAULT, DEVICES, EXPORT_FORMATS, MAX_BATCH, MAX_CLASSES,
+                          MAX_IMG_SIZE, MAX_WORKERS, OPTIMIZER_CHOICES, SCHED_CHOICES, TTA_CHOICES, Config,
+                          config_from_dict, get_key, load_config)
 from ecvit.errors import TrainingError, UsageError, printable
+from ecvit.version import __version__
 
 TRAIN, VALIDATE = "train", "validate"
 MAX_STEPS = 100_000  # benchmark --iters/--warmup
@@ -145,8 +147,7 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--finetune", "MODEL.FINETUNE", "start a new classifier when the --pretrained head "
          "has a different class count", None, commands=(TRAIN,)),
     # data
-    Flag("--dataset", "DATA.DATASET", "simulated, digits, folder, cifar10, cifar100, "
-         "tiny-imagenet, oxford-pets, svhn, mnist, fashion-mnist; or a source: wds/NAME "
+    Flag("--dataset", "DATA.DATASET", f"{', '.join(DATASETS)}; or a source: wds/NAME "
          "(webdataset shards in --data-path), hfds/NAME (Hugging Face dataset), torch/NAME "
          "(torchvision dataset on disk), csv (train.csv/val.csv of path,label lines)", metavar="NAME"),
     Flag("--data-path", "DATA.ROOT", "dataset root folder", metavar="DIR",
@@ -172,9 +173,9 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
     Flag("--lr", "TRAIN.LR", "peak learning rate", _number, metavar="LR", commands=(TRAIN,)),
     Flag("--weight-decay", "TRAIN.WEIGHT_DECAY", "weight decay (not on norms, biases, "
          "tokens)", _number, metavar="WD", commands=(TRAIN,)),
-    Flag("--optimizer", "TRAIN.OPTIMIZER", "optimizer", choices=("adamw", "sgd"),
+    Flag("--optimizer", "TRAIN.OPTIMIZER", "optimizer", choices=OPTIMIZER_CHOICES,
          commands=(TRAIN,)),
-    Flag("--amp", "TRAIN.AMP", "mixed precision", choices=("off", "bf16", "fp16")),
+    Flag("--amp", "TRAIN.AMP", "mixed precision", choices=AMP_CHOICES),
     Flag("--resume", "TRAIN.RESUME", "checkpoint to continue from", metavar="PATH",
          commands=(TRAIN,), default_text="<output-dir>/checkpoint.pth of the same run"),
     Flag("--no-resume", "TRAIN.AUTO_RESUME", "start fresh even when <output-dir> holds a "
@@ -210,8 +211,7 @@ CONFIG_FLAGS: tuple[Flag, ...] = (
          default_text="the EMA weights when the checkpoint has them"),
     # run
     Flag("--seed", "SEED", "random seed", int, metavar="N"),
-    Flag("--device", "DEVICE", "device to run on", choices=("cuda", "cpu"),
-         default_text="cuda when available, else cpu"),
+    Flag("--device", "DEVICE", "device to run on", choices=DEVICES, default_text=DEVICE_DEFAULT),
     Flag("--output-dir", "OUTPUT_DIR", "folder for checkpoints, metrics and plots; rerunning "
          "with the same folder resumes its run", metavar="DIR",
          default_text="a new folder per run, output/train/<date>-<model>-<size>, with "
@@ -288,11 +288,11 @@ def add_openmp_flag(parser: argparse.ArgumentParser) -> None:
 
 def apply_openmp_flag(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     """``--openmp torch``: start this command again under OpenMP's default wait policy, if
-    ecvit set its own when it was imported (only a new process reads the setting)."""
+    the command line set its own when it started (only a new process reads the setting)."""
     if getattr(args, "openmp", "shared") != "torch" or not openmp.applied():
         return
     if argv is not None:  # called from Python: re-running the process would run its caller
-        raise UsageError(f"--openmp torch: set {openmp.OPT_OUT}=torch before importing ecvit "
+        raise UsageError(f"--openmp torch: set {openmp.OPT_OUT}=torch before starting the command "
                          "(OpenMP reads its settings when torch loads)")
     openmp.restart_with_openmp_default()
 
@@ -310,10 +310,19 @@ def given_flags(args: argparse.Namespace, command: str) -> dict[str, tuple[str, 
             for flag in CONFIG_FLAGS if hasattr(args, flag.dest)}
 
 
+def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (), base: Config | None = None,
+                    flags: dict[str, tuple[str, Any]] | None = None) -> Config:
+    """:func:`ecvit.config.load_config` that also reads microsoft/CvT experiment files as
+    published (translated by :mod:`ecvit.io.official_cvt`): what ``--cfg FILE`` accepts."""
+    from ecvit.io.official_cvt import translate_if_official
+
+    return load_config(path, overrides, base=base, flags=flags, dialect=translate_if_official)
+
+
 def config_from_args(args: argparse.Namespace, command: str, base: Config | None = None) -> Config:
     """Defaults (``base``) < ``--cfg`` YAML < explicit flags < ``KEY VALUE`` overrides, checked."""
-    return load_config(getattr(args, "cfg", None), list(getattr(args, "overrides", None) or []),
-                       base=base, flags=given_flags(args, command))
+    return load_run_config(getattr(args, "cfg", None), list(getattr(args, "overrides", None) or []),
+                           base=base, flags=given_flags(args, command))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -371,7 +380,7 @@ def validate_config(args: argparse.Namespace, base: Config | None = None
     flag the checkpoint is evaluated on the dataset and root it was trained on; --cfg,
     flags and overrides still apply on top. The file is read once, here, and handed on.
     """
-    from ecvit.checkpoint import read_checkpoint
+    from ecvit.io.checkpoint import read_checkpoint
 
     cfg = config_from_args(args, VALIDATE, base)
     checkpoint = default_checkpoint(cfg)
@@ -433,7 +442,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     """``ecvit attention``: where the class token looks, per stage, drawn over the image."""
     from ecvit.attention_map import class_token_attention, save_attention_png
     from ecvit.data import build_eval_transform, load_image
-    from ecvit.engine import load_for_inference
+    from ecvit.io.weights import load_for_inference
     from ecvit.models import fuse
 
     model, spec = load_for_inference(args.checkpoint, args.use_ema)
@@ -544,9 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=_at_most(_non_negative_int, MAX_WORKERS), default=2,
                    metavar="N", help="image-reading worker processes (0: read in this process)")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                   help="device (default: cuda when available, else cpu)")
-    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+    p.add_argument("--device", choices=DEVICES, default=None, help=f"device (default: {DEVICE_DEFAULT})")
+    p.add_argument("--amp", choices=AMP_CHOICES, default="off",
                    help="mixed precision (fp16: CUDA only; not for .onnx files)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip (and count) unreadable images instead of stopping")
@@ -561,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "eval-mode model with a dynamic batch dimension; safetensors holds the "
                        "weights plus the metadata `ecvit predict`/`validate` need.")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint to export")
-    p.add_argument("--format", required=True, choices=("onnx", "safetensors", "torchscript", "hf"),
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                    help="output format; hf: a hub-style folder (config.json with the "
                         "checkpoint's preprocessing and class names, model.safetensors, a "
                         "README model card) that timm's local-dir:/hf-hub: loaders read")
@@ -608,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per step")
     p.add_argument("--img-size", type=_at_most(_positive_int, MAX_IMG_SIZE), default=None, metavar="N",
                    help="input size (default: the model's own)")
-    p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
+    p.add_argument("--amp", choices=AMP_CHOICES, default="off",
                    help="mixed precision")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--train", action="store_true",
@@ -620,8 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=_at_most(_positive_int, MAX_STEPS), default=10, metavar="N",
                    help="timed steps")
     p.add_argument("--json", metavar="FILE", default=None, help="also write results as JSON")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                   help="device (default: cuda when available, else cpu)")
+    p.add_argument("--device", choices=DEVICES, default=None, help=f"device (default: {DEVICE_DEFAULT})")
     p.set_defaults(func=cmd_benchmark)
     return parser
 
@@ -651,7 +658,11 @@ def _print_error(exc: BaseException) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ecvit`` console script and ``python -m ecvit``."""
+    """Entry point of the ``ecvit`` console script and ``python -m ecvit``.
+
+    The OpenMP wait policy is set first, before anything imports torch (this module does not).
+    """
+    openmp.apply_default()
     parser = build_parser()
     args = parser.parse_args(argv)
     return run_command(lambda: _run(args, argv))
@@ -663,5 +674,5 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 __all__ = ["main", "build_parser", "CONFIG_FLAGS", "CONFIG_KEYS_EPILOG", "Flag", "add_config_flags",
-           "config_from_args", "given_flags", "validate_config", "default_checkpoint",
+           "config_from_args", "load_run_config", "given_flags", "validate_config", "default_checkpoint",
            "run_command", "print_plan"]

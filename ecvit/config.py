@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -25,7 +26,14 @@ from ecvit.errors import UsageError
 AMP_CHOICES = ("off", "bf16", "fp16")
 OPTIMIZER_CHOICES = ("adamw", "sgd", "adam", "momentum")
 SCHED_CHOICES = ("cosine", "constant", "step", "multistep", "tanh")
-DEVICE_CHOICES = ("", "cpu", "cuda")
+DEVICE_CHOICES = ("", "cpu", "cuda")  # "": cuda when available, else cpu
+DEVICES = tuple(d for d in DEVICE_CHOICES if d)  # what --device offers
+DEVICE_DEFAULT = "cuda when available, else cpu"  # what "" means, as --help says it
+# DATA.DATASET's built-in datasets (ecvit.data.build); sources (wds/NAME, hfds/NAME, torch/NAME,
+# csv) are read by ecvit.data.sources
+DATASETS = ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets",
+            "svhn", "mnist", "fashion-mnist")
+EXPORT_FORMATS = ("onnx", "safetensors", "torchscript", "hf")  # ecvit export --format
 INTERPOLATION_CHOICES = ("", "bilinear", "bicubic", "nearest", "lanczos", "box", "hamming")
 CROP_MODE_CHOICES = ("center", "squash")
 SAMPLER_CHOICES = ("default", "repeated_aug")
@@ -190,7 +198,7 @@ class CudnnConfig:
 @dataclass
 class OfficialConfig:
     """Where a config translated from a microsoft/CvT experiment file came from (filled by the
-    translation, :mod:`ecvit.official_cvt`; informative only)."""
+    translation, :mod:`ecvit.io.official_cvt`; informative only)."""
 
     file: str = ""
     no_effect: list[str] = field(default_factory=list)  # official keys the official code ignores too
@@ -290,28 +298,36 @@ def _load_yaml(text: str) -> Any:
 
 
 
+# A reader of another project's YAML schema: ``(file data, path, overrides)`` -> None when
+# the file is not in that schema, else ``(our mapping, overrides in that schema translated,
+# the other overrides)`` (:func:`ecvit.io.official_cvt.translate_if_official`).
+Dialect = Callable[[dict[str, Any], "str | Path", Sequence[str]],
+                   "tuple[dict[str, Any], dict[str, Any], list[str]] | None"]
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     base: Config | None = None,
     flags: Mapping[str, tuple[str, Any]] | None = None,
+    dialect: Dialect | None = None,
 ) -> Config:
     """The one config builder: defaults (or ``base``) < YAML < flags < ``KEY VALUE`` overrides.
 
     ``flags`` maps a dotted key (``TRAIN.LR``) to ``(option, value)``, e.g. what the user
-    typed as ``--lr 0.1``; an error about that key names the option. The result is checked
-    (:func:`check_config`) but not resolved: ``None`` still means "the variant's own" until
-    :func:`ecvit.engine.plan.resolve` turns it into a plan.
+    typed as ``--lr 0.1``; an error about that key names the option. ``dialect`` reads
+    files written in another schema (the command line passes the microsoft/CvT one). The
+    result is checked (:func:`check_config`) but not resolved: ``None`` still means "the
+    variant's own" until :func:`ecvit.engine.plan.resolve` turns it into a plan.
     """
     cfg = copy.deepcopy(base) if base is not None else Config()
     items = list(overrides)
     official_overrides: dict[str, Any] = {}
     if path:
         data = read_yaml(path)
-        from ecvit import official_cvt
-
-        if official_cvt.is_official(data):  # a microsoft/CvT experiment file, as published
-            data, official_overrides, items = official_cvt.translate(data, path, items)
+        translated = dialect(data, path, items) if dialect is not None else None
+        if translated is not None:  # e.g. a microsoft/CvT experiment file, as published
+            data, official_overrides, items = translated
             cfg.model.args = {}  # the file's MODEL.SPEC is the whole model description
         merge_dict(cfg, data, source=str(path))
     given = dict(flags or {})
@@ -500,8 +516,6 @@ def check_config(cfg: Config) -> None:
     _choice("TRAIN.OPTIMIZER", cfg.train.optimizer, OPTIMIZER_CHOICES)
     _choice("TRAIN.SCHED", cfg.train.sched, SCHED_CHOICES)
     _choice("TEST.TTA", cfg.test.tta, TTA_CHOICES)
-    from ecvit.engine.trackers import check_loggers  # the engine imports this module
-
     check_loggers(cfg)
     _choice("DEVICE", cfg.device, DEVICE_CHOICES)
     _choice("DATA.INTERPOLATION", cfg.data.interpolation, INTERPOLATION_CHOICES)
@@ -593,6 +607,32 @@ MAX_EPOCHS = 1_000_000
 MAX_SEED = 2**32 - 1
 
 
+# TRAIN.LOGGERS: the experiment trackers a run can log to (ecvit.engine.trackers)
+LOGGER_CHOICES = ("tensorboard", "csv", "wandb", "mlflow")
+# the module each logger imports and the pip extra that installs it
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "ecvit[wandb]"),
+                   "mlflow": ("mlflow", "ecvit[mlflow]")}
+
+
+def logger_names(cfg: Config) -> list[str]:
+    """``TRAIN.LOGGERS`` as a list (comma-separated; empty entries dropped)."""
+    return [name.strip() for name in cfg.train.loggers.split(",") if name.strip()]
+
+
+def check_loggers(cfg: Config) -> None:
+    """A UsageError naming ``TRAIN.LOGGERS`` for an unknown logger or a missing package."""
+    if cfg.train.log_every_steps < 0:
+        raise UsageError(f"TRAIN.LOG_EVERY_STEPS must be 0 (off) or positive, got {cfg.train.log_every_steps}")
+    for name in logger_names(cfg):
+        if name not in LOGGER_CHOICES:
+            raise UsageError(f"TRAIN.LOGGERS: unknown logger {name!r}; choose from "
+                             f"{', '.join(LOGGER_CHOICES)} (comma-separated)")
+        module, extra = LOGGER_PACKAGES.get(name, (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            raise UsageError(f"TRAIN.LOGGERS {name}: the {module} package is not installed; "
+                             f"pip install '{extra}' (or drop {name} from TRAIN.LOGGERS)")
+
+
 def _check_bounds(cfg: Config) -> None:
     for key, value, high in (
         ("DATA.IMG_SIZE", cfg.data.img_size, MAX_IMG_SIZE),
@@ -660,6 +700,18 @@ __all__ = [
     "CudnnConfig",
     "OfficialConfig",
     "load_config",
+    "Dialect",
+    "AMP_CHOICES",
+    "OPTIMIZER_CHOICES",
+    "DEVICE_CHOICES",
+    "DEVICES",
+    "DEVICE_DEFAULT",
+    "DATASETS",
+    "EXPORT_FORMATS",
+    "LOGGER_CHOICES",
+    "LOGGER_PACKAGES",
+    "logger_names",
+    "check_loggers",
     "config_from_dict",
     "apply_overrides",
     "merge_dict",

@@ -53,8 +53,8 @@ from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ecvit.errors import UsageError
+from ecvit.io.weights import create_model
 from ecvit.models.pyramid import ScaleLevels, SimpleFeaturePyramid, pick_source
-from ecvit.models.registry import create_model
 
 __all__ = ["DetectionBackbone", "create_backbone", "PYRAMIDS"]
 

@@ -22,11 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ecvit.checkpoint import write_atomic
+from ecvit.config import EXPORT_FORMATS
 from ecvit.engine.outputs import check_output_dir
 from ecvit.errors import CheckpointError, UsageError
+from ecvit.io.checkpoint import write_atomic
+from ecvit.io.hub import export_hf
+from ecvit.io.weights import load_for_inference
+from ecvit.models import fuse
 
-FORMATS = ("onnx", "safetensors", "torchscript", "hf")
 SUFFIXES = {"onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18
 META_FILE = "ecvit_meta.json"
@@ -37,15 +40,12 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
     """Export ``checkpoint`` to ``fmt``; ``out`` defaults to the checkpoint path with the
     format's suffix; ``use_ema`` None exports the EMA weights when the checkpoint has them.
     Returns the written path."""
-    from ecvit.engine import load_for_inference
-
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
     if fmt == "hf":  # a folder (config.json, model.safetensors, README.md), not one file
-        from ecvit.hub import export_hf
 
         return export_hf(checkpoint, Path(out) if out else None, use_ema)
     out = Path(out) if out else checkpoint.with_suffix(SUFFIXES[fmt])
@@ -70,8 +70,6 @@ def export_model(checkpoint: str | Path, fmt: str, out: str | Path | None = None
 
 def inference_form(model: nn.Module) -> nn.Module:
     """The fused form in eval mode (``ecvit.models.fuse``: BatchNorms folded)."""
-    from ecvit.models import fuse
-
     return fuse(model)
 
 
@@ -85,7 +83,7 @@ def _meta_strings(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
-    """Weights + JSON metadata; ``ecvit.checkpoint.read_checkpoint`` reads the metadata back."""
+    """Weights + JSON metadata; ``ecvit.io.checkpoint.read_checkpoint`` reads the metadata back."""
     from safetensors.torch import save
 
     # clone: safetensors refuses tensors that share storage (e.g. tied or viewed weights)
@@ -133,4 +131,4 @@ def export_torchscript(model: nn.Module, meta: dict[str, Any], out: Path) -> Non
 
 
 __all__ = ["export_model", "export_safetensors", "export_onnx", "export_torchscript",
-           "inference_form", "FORMATS"]
+           "inference_form"]

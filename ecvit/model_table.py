@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from ecvit.flops import count_macs, count_params
+from ecvit.models import create_model, list_models, model_entry
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,6 @@ def default_input(name: str) -> tuple[int, int]:
 
 def model_row(name: str, img_size: int | None = None, num_classes: int | None = None) -> ModelRow:
     """Count one registered model at ``img_size`` (default: its own) on the meta device."""
-    from ecvit.flops import count_macs, count_params
-    from ecvit.models import create_model, model_entry
-
     entry = model_entry(name)
     own_size, own_classes = default_input(name)
     size = img_size or own_size
@@ -50,8 +49,6 @@ def model_row(name: str, img_size: int | None = None, num_classes: int | None = 
 def model_rows(pattern: str | None = None, img_size: int | None = None,
                num_classes: int | None = None) -> list[ModelRow]:
     """One row per registered model whose name matches the shell wildcard ``pattern``."""
-    from ecvit.models import list_models
-
     return [model_row(name, img_size, num_classes) for name in list_models(pattern)]
 
 

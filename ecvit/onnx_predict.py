@@ -2,7 +2,7 @@
 
 The export stores the checkpoint's description (model name, class names, input size,
 mean/std, interpolation, crop) as JSON strings in the ONNX ``metadata_props``; they are read
-back into the same :class:`~ecvit.engine.spec.CheckpointSpec` a checkpoint gives, so
+back into the same :class:`~ecvit.io.spec.CheckpointSpec` a checkpoint gives, so
 ``ecvit predict --checkpoint model.onnx`` preprocesses exactly as the ``.pth`` does.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecvit.engine.spec import CheckpointSpec
 from ecvit.errors import CheckpointError, UsageError
+from ecvit.io.spec import CheckpointSpec
 
 MAX_ONNX_BATCH = 4096  # the export's dynamic batch bound (``torch.export.Dim("batch", max=4096)``)
 

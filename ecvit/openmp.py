@@ -9,11 +9,12 @@ PyTorch process (``benchmarks/NOTES.md``, round 3). With a short spin (1,000 rou
 tens of microseconds) the waiting thread sleeps soon and frees its core; on a quiet machine
 that is as fast as the long spin (``benchmarks/results/shared_cpu-*.md``), and the numbers computed are unchanged.
 
-OpenMP reads its settings once, when PyTorch is loaded, so :func:`apply_default` runs when
-``ecvit`` is imported, before it imports torch. It sets ``GOMP_SPINCOUNT`` only if torch is
-not loaded yet and neither ``GOMP_SPINCOUNT`` nor ``OMP_WAIT_POLICY`` is set; set
-``ECVIT_OPENMP=torch`` (or ``ecvit train --openmp torch``) to keep OpenMP's own default.
-This module imports nothing heavy.
+OpenMP reads its settings once, when PyTorch is loaded, so the command-line entry points
+(the ``ecvit`` command, ``python -m ecvit``, ``main.py``) call :func:`apply_default` first,
+before anything imports torch; ``import ecvit`` itself leaves the environment alone. It sets
+``GOMP_SPINCOUNT`` only if torch is not loaded yet and neither ``GOMP_SPINCOUNT`` nor
+``OMP_WAIT_POLICY`` is set; set ``ECVIT_OPENMP=torch`` (or ``ecvit train --openmp torch``) to
+keep OpenMP's own default. This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def apply_default() -> bool:
 
 
 def applied() -> bool:
-    """Whether this process set the short spin when ecvit was imported."""
+    """Whether this process set the short spin (its command line started before torch loaded)."""
     return _applied
 
 

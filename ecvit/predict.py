@@ -22,8 +22,17 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ecvit.engine.spec import CheckpointSpec
+from ecvit.data import build_eval_transform, load_image
+from ecvit.engine.outputs import check_output_dir
+from ecvit.engine.precision import Precision, resolve_device
 from ecvit.errors import CheckpointError, DataError, UsageError, printable
+from ecvit.inputs import expand_inputs
+from ecvit.io.checkpoint import describe_file, file_kind, write_atomic
+from ecvit.io.spec import CheckpointSpec
+from ecvit.io.weights import load_for_inference
+from ecvit.models import fuse
+from ecvit.onnx_predict import OnnxClassifier
+from ecvit.results_file import ResultsWriter, result_row, results_format
 
 DEFAULT_BATCH_SIZE = 32
 CONSOLE_IMAGES = 20  # with --results-file, the console shows this many images, then a summary
@@ -38,14 +47,10 @@ def load_classifier(checkpoint: str | Path, use_ema: bool | None = None, device:
     """``(logits_fn, spec)`` for a checkpoint, a ``.safetensors`` export or an ONNX export.
 
     ``logits_fn`` maps a CPU batch ``[B, C, H, W]`` to float32 logits; the file's kind is read
-    from its first bytes (:func:`ecvit.checkpoint.file_kind`), not its name.
+    from its first bytes (:func:`ecvit.io.checkpoint.file_kind`), not its name.
     """
-    from ecvit.checkpoint import describe_file, file_kind
-
     kind = file_kind(checkpoint)
     if kind == "onnx":
-        from ecvit.onnx_predict import OnnxClassifier
-
         if use_ema:
             raise UsageError(f"--use-ema: {checkpoint} is an ONNX export, which holds the one set "
                              "of weights chosen when exporting (`ecvit export --use-ema`)")
@@ -56,9 +61,6 @@ def load_classifier(checkpoint: str | Path, use_ema: bool | None = None, device:
         return onnx_model, onnx_model.spec
     if kind in NOT_CHECKPOINTS:
         raise CheckpointError(f"{checkpoint}: {describe_file(checkpoint)}; {EXPECTED}")
-    from ecvit.engine import load_for_inference
-    from ecvit.engine.precision import Precision, resolve_device
-    from ecvit.models import fuse
 
     target = resolve_device(device, "--device")
     precision = Precision(amp, target.type, flag="--amp")
@@ -83,8 +85,6 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        from ecvit.data import load_image
-
         try:
             return index, self.transform(load_image(self.paths[index])), None
         except DataError as exc:
@@ -104,8 +104,6 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, use_ema: bool | None = None, device: str | None = None,
                  amp: str = "off") -> None:
-        from ecvit.data import build_eval_transform
-
         self.logits, self.spec = load_classifier(checkpoint, use_ema, device, amp)
         spec = self.spec
         self.transform = build_eval_transform(spec.img_size, spec.mean, spec.std, spec.interpolation,
@@ -157,8 +155,6 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], topk: int = 5,
     :class:`~ecvit.errors.DataError` naming it. The whole list is returned: for very many
     images, iterate :meth:`Predictor.run` (what ``ecvit predict`` does) instead.
     """
-    from ecvit.inputs import expand_inputs
-
     paths = expand_inputs(images)
     predictor = Predictor(checkpoint, use_ema, device, amp)
     return list(predictor.run(paths, topk, batch_size))
@@ -232,11 +228,6 @@ class _Console:
 
 def predict_command(args: argparse.Namespace) -> int:
     """``ecvit predict``: expand the inputs, then stream batches to the console and the file."""
-    from ecvit.checkpoint import write_atomic
-    from ecvit.engine.outputs import check_output_dir
-    from ecvit.inputs import expand_inputs
-    from ecvit.results_file import ResultsWriter, result_row, results_format
-
     paths = expand_inputs(args.images)
     fmt = results_format(args.results_file) if args.results_file else None
     if fmt:

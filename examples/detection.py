@@ -1,7 +1,7 @@
 """Train torchvision's Faster R-CNN or Mask R-CNN on COCO-format data with an ecvit backbone.
 
     python examples/detection.py --model cvt_13 --detector mask --data my_coco --steps 100
-    python examples/detection.py --model vit_tiny_dw --steps 1      # on a generated sample
+    python examples/detection.py --model dws_vit_tiny_dw --steps 1      # on a generated sample
 
 ``--data`` is a folder with ``instances.json`` (COCO: ``images``, ``annotations`` with
 ``bbox`` and polygon ``segmentation``, ``categories``) and the image files it names. It is
@@ -129,7 +129,7 @@ def train(model: nn.Module, samples: Sequence[Sample], steps: int, batch_size: i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="vit_tiny_dw", help="a registered model name")
+    parser.add_argument("--model", default="dws_vit_tiny_dw", help="a registered model name")
     parser.add_argument("--detector", choices=("faster", "mask"), default="mask")
     parser.add_argument("--data", type=Path, help="COCO folder (instances.json + images); default: generated")
     parser.add_argument("--steps", type=int, default=1)

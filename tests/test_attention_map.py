@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # torchvision's 
 IMG = 64
 # name, cheap kwargs, expected map grids at 64 px
 CASES = [
-    ("vit_tiny", dict(depth=3), [(4, 4)] * 3),  # one map per block on the 4x4 patch grid
+    ("dws_vit_tiny", dict(depth=3), [(4, 4)] * 3),  # one map per block on the 4x4 patch grid
     ("cvt_13", dict(depths=(1, 1, 2)), [(2, 2)]),  # last stage only (class token), stride-2 keys of 4x4
     ("ecvit_tiny", dict(depths=(1, 1)), [(8, 8), (2, 2)]),  # 8x8 grid: padded 7x7 windows
     ("ecvit_small", dict(depths=(1, 1, 0)), [(8, 8), (2, 2)]),  # the depth-0 stage has no attention
@@ -46,7 +46,7 @@ def test_maps_have_the_key_grids_and_sum_to_at_most_one(name, kwargs, grids):
 def test_vit_maps_are_the_class_token_rows_of_the_attention():
     """Reference: recompute each block's softmax(q k^T / sqrt(d)) from its input."""
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny", img_size=IMG, depth=2).eval()
+    model = timm.create_model("dws_vit_tiny", img_size=IMG, depth=2).eval()
     inputs = []
     for block in model.blocks:
         block.attn.register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
@@ -74,7 +74,7 @@ def test_ecvit_single_window_map_is_the_window_softmax_row():
 
 
 def test_one_image_at_a_time():
-    model = timm.create_model("vit_tiny", img_size=IMG, depth=1)
+    model = timm.create_model("dws_vit_tiny", img_size=IMG, depth=1)
     with pytest.raises(ValueError, match="one image"):
         class_token_attention(model, torch.randn(2, 3, IMG, IMG))
 

@@ -13,8 +13,8 @@ from tests._cait_reference import official_logits, official_state
 
 # Counted by building the paper code's CaiT (models/cait.py; config MODEL.CaiT_XXS) with 10
 # classes at 224 px; the plain one is its Transformer without height/width (no shortcuts).
-OFFICIAL_PARAMS = {"cait_xxs12": 6_413_642, "cait_xxs12_dw": 6_441_290,
-                   "cait_xxs24": 11_750_090, "cait_xxs24_dw": 11_805_386}
+OFFICIAL_PARAMS = {"dws_cait_xxs12": 6_413_642, "dws_cait_xxs12_dw": 6_441_290,
+                   "dws_cait_xxs24": 11_750_090, "dws_cait_xxs24_dw": 11_805_386}
 XXS = dict(dim=192, heads=4, dim_head=48, mlp=768, patch=16, img=224, classes=10, cls_depth=2)
 # sha256 of the sorted "key:shape" lines of the official model's state_dict at depth 2, cls_depth 2,
 # dim 16, 2 heads of 8, MLP 24, patch 16, 32 px, 5 classes: with shortcuts (86 keys), without (72).
@@ -73,7 +73,7 @@ def test_official_checkpoint_file_loads_through_create_model(tmp_path):
     state = official_state(depth=2, dw=True, **{k: v for k, v in XXS.items() if k != "img"}, img=64)
     path = tmp_path / "official.pth"
     torch.save({"model": state}, path)
-    model = ecvit.create_model("cait_xxs12_dw", num_classes=10, img_size=64, depth=2, checkpoint_path=path).eval()
+    model = ecvit.create_model("dws_cait_xxs12_dw", num_classes=10, img_size=64, depth=2, checkpoint_path=path).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(model(x), official_logits(state, x, 2, 2, 4, 16), rtol=1e-4, atol=1e-4)
@@ -81,11 +81,11 @@ def test_official_checkpoint_file_loads_through_create_model(tmp_path):
 
 def test_layer_scale_init_follows_block_position():
     assert [layer_scale_init(i) for i in (1, 18, 19, 24, 25)] == [0.1, 0.1, 1e-5, 1e-5, 1e-6]
-    model = timm.create_model("cait_xxs24_dw", num_classes=10)
+    model = timm.create_model("dws_cait_xxs24_dw", num_classes=10)
     assert model.blocks[17].gamma1.flatten()[0].item() == pytest.approx(0.1)
     assert model.blocks[18].gamma2.flatten()[0].item() == pytest.approx(1e-5)
     assert model.blocks_token_only[1].gamma1.flatten()[0].item() == pytest.approx(0.1)
-    assert "cait_xxs12_dw" in ecvit.list_models("cait*")
+    assert "dws_cait_xxs12_dw" in ecvit.list_models("dws_cait*")
 
 
 def test_layer_dropout_skips_whole_blocks_in_training_only():
@@ -106,9 +106,9 @@ def test_layer_dropout_skips_whole_blocks_in_training_only():
 
 def test_argument_errors():
     with pytest.raises(ecvit.errors.UsageError, match="img_size"):
-        ecvit.create_model("cait_xxs12", img_size=40)
+        ecvit.create_model("dws_cait_xxs12", img_size=40)
     with pytest.raises(ecvit.errors.UsageError, match="dw_kernels"):
-        ecvit.create_model("cait_xxs12_dw", dw_kernels=(4,))
+        ecvit.create_model("dws_cait_xxs12_dw", dw_kernels=(4,))
 
 
 def test_weight_decay_groups_are_the_paper_codes():
@@ -118,7 +118,7 @@ def test_weight_decay_groups_are_the_paper_codes():
     from ecvit.config import Config
     from ecvit.engine.optim import build_optimizer
 
-    model = ecvit.create_model("cait_xxs12_dw", num_classes=10, img_size=32, patch_size=4)
+    model = ecvit.create_model("dws_cait_xxs12_dw", num_classes=10, img_size=32, patch_size=4)
     official = {name for name, p in model.named_parameters() if p.ndim > 1 and not name.endswith(".bias")}
     optimizer = build_optimizer(model, Config(), lr=1e-3)
     names = {id(p): name for name, p in model.named_parameters()}
@@ -128,8 +128,8 @@ def test_weight_decay_groups_are_the_paper_codes():
 
 
 def test_layer_scale_vectors_saved_as_1d_still_load():
-    model = ecvit.create_model("cait_xxs12", num_classes=10, img_size=32, patch_size=4)
+    model = ecvit.create_model("dws_cait_xxs12", num_classes=10, img_size=32, patch_size=4)
     old = {k: (v.flatten() if k.endswith((".gamma1", ".gamma2")) else v) for k, v in model.state_dict().items()}
-    again = ecvit.create_model("cait_xxs12", num_classes=10, img_size=32, patch_size=4)
+    again = ecvit.create_model("dws_cait_xxs12", num_classes=10, img_size=32, patch_size=4)
     again.load_state_dict(checkpoint_filter_fn(old, again))
     assert torch.equal(again.blocks[3].gamma2, model.blocks[3].gamma2)

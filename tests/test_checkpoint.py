@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 import ecvit
-from ecvit.checkpoint import extract_state_dict, read_checkpoint, save_atomic
+from ecvit.io.checkpoint import extract_state_dict, read_checkpoint, save_atomic
 from ecvit.errors import CheckpointError, StorageError
 
 

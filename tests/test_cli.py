@@ -10,7 +10,8 @@ from _cli_helpers import run_entry
 from PIL import Image
 
 from ecvit.cli import CONFIG_FLAGS, TRAIN, VALIDATE, build_parser, config_from_args, get_key, main
-from ecvit.config import Config, load_config
+from ecvit.cli import load_run_config as load_config
+from ecvit.config import Config
 from ecvit.engine import model_kwargs, resolve
 from ecvit.errors import TrainingError
 from ecvit.flops import count_macs, count_params
@@ -167,7 +168,7 @@ def test_no_arguments_trains_ecvit_tiny_on_digits(capsys):
     (["train", "--model", "ecvit_tinny"], "did you mean ecvit_tiny"),
     (["train", "--depths", "1,2,3"], "per-stage lists must have the same length"),
     (["train", "--model", "cvt_13", "--num-heads", "1,3"], "num_heads needs 3 values"),
-    (["train", "--model", "vit_tiny_dw", "--img-size", "30"], "patch size 16"),
+    (["train", "--model", "dws_vit_tiny_dw", "--img-size", "30"], "patch size 16"),
     (["train", "--img-size", "0"], "--img-size: DATA.IMG_SIZE must be positive"),
     (["train", "--batch-size", "-4"], "--batch-size: TRAIN.BATCH_SIZE must be positive"),
     (["train", "--epochs", "0"], "TRAIN.EPOCHS must be positive"),
@@ -344,7 +345,7 @@ def test_models_markdown_lists_every_family(capsys):
     lines = out.strip().splitlines()
     assert lines[0].startswith("| model | params | MACs |") and lines[1].startswith("|---|")
     names = [line.split("|")[1].strip() for line in lines[2:]]
-    assert {"cvt_13", "cvt_w24", "vit_tiny_dw", "ecvit_small"} <= set(names)
+    assert {"cvt_13", "cvt_w24", "dws_vit_tiny_dw", "ecvit_small"} <= set(names)
     cvt13 = next(line for line in lines if line.startswith("| cvt_13 |"))
     assert "| 224x224 |" in cvt13 and "| 20.00M |" in cvt13  # 19.997M parameters (paper: 20M)
     w24 = next(line for line in lines if line.startswith("| cvt_w24 |"))

@@ -1,7 +1,7 @@
 import pytest
 
 from ecvit.config import Config, config_from_dict, load_config, save_config
-from ecvit.engine.plan import check_model_args
+from ecvit.models.registry import check_model_args
 from ecvit.errors import UsageError
 
 

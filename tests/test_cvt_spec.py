@@ -18,7 +18,7 @@ from _official_cvt_files import NAMES, official_experiment
 from test_cvt import randomize_, transformers_cvt
 
 import ecvit
-from ecvit.official_cvt.spec import spec_to_model
+from ecvit.io.official_cvt.spec import spec_to_model
 
 
 def build(spec: dict, num_classes: int = 10, img_size: int = 64) -> torch.nn.Module:

@@ -308,7 +308,7 @@ def test_torchvision_mnist_on_disk(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_and_validates_from_shards(tmp_path, capsys):
     from _cli_helpers import run_entry
-    from ecvit.checkpoint import read_checkpoint
+    from ecvit.io.checkpoint import read_checkpoint
     from ecvit.cli import main
 
     root = write_shards(tmp_path / "shards")

@@ -36,11 +36,11 @@ WIDTH = 32  # pyramid width in these tests
 TINY = {
     "ecvit_tiny": dict(depths=(1, 1)),
     "cvt_13": dict(depths=(1, 1, 1), embed_dims=(32, 64, 128), num_heads=(1, 2, 4)),
-    "vit_tiny_dw": dict(depth=2, embed_dim=64, num_heads=2),
+    "dws_vit_tiny_dw": dict(depth=2, embed_dim=64, num_heads=2),
     # Swin is built for one input size: the detector resizes every image to it (fixed_size)
-    "swin_tiny_dw": dict(depths=(2, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 2, 4), img_size=(64, 128)),
+    "dws_swin_tiny_dw": dict(depths=(2, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 2, 4), img_size=(64, 128)),
 }
-DETECTOR_ARGS = {"swin_tiny_dw": dict(fixed_size=(128, 64))}  # (width, height), torchvision's order
+DETECTOR_ARGS = {"dws_swin_tiny_dw": dict(fixed_size=(128, 64))}  # (width, height), torchvision's order
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_each_family_gets_the_documented_levels():
     assert len(ecv.body.model.stages) == 2
     cvt = create_backbone("cvt_13", out_channels=WIDTH, **TINY["cvt_13"])
     assert cvt.body.feature_info.reduction() == [4, 8, 16]
-    vit = create_backbone("vit_tiny_dw", out_channels=WIDTH, **TINY["vit_tiny_dw"])
+    vit = create_backbone("dws_vit_tiny_dw", out_channels=WIDTH, **TINY["dws_vit_tiny_dw"])
     assert vit.pyramid == "simple" and isinstance(vit.neck, SimpleFeaturePyramid)
     assert vit.body.out_indices == [1]  # the last block
     # missing strides: ECViT's 16 pooled from 8, CvT's 32 pooled from 16; the rest as they are
@@ -108,7 +108,7 @@ def test_either_neck_on_any_family_and_other_own_strides():
     shapes = [(1, WIDTH, 64 // s, 64 // s) for s in (4, 8, 16, 32, 64)]
     cvt = create_backbone("cvt_13", out_channels=WIDTH, pyramid="simple", **TINY["cvt_13"]).eval()
     assert cvt.body.feature_info.reduction() == [16]  # from its last map, as ViTDet
-    vit = create_backbone("vit_tiny_dw", out_channels=WIDTH, pyramid="fpn", **TINY["vit_tiny_dw"]).eval()
+    vit = create_backbone("dws_vit_tiny_dw", out_channels=WIDTH, pyramid="fpn", **TINY["dws_vit_tiny_dw"]).eval()
     assert [type(op) for op in vit.levels.ops][2:] == [nn.Identity, nn.MaxPool2d]
     ecv = create_backbone("ecvit_tiny", out_channels=WIDTH, depths=(1, 1, 1), embed_dims=(16, 16, 16),
                           num_heads=(1, 1, 1), mlp_ratios=(1.0, 1.0, 1.0), merge_kernel=2, merge_stride=2).eval()
@@ -133,8 +133,8 @@ def test_simple_pyramid_is_vitdets_layout():
     torch.testing.assert_close(out[2], sfp.outputs[2](x))
 
 
-@pytest.mark.parametrize("name,detector", [("ecvit_tiny", "faster"), ("cvt_13", "mask"), ("vit_tiny_dw", "mask"),
-                                           ("swin_tiny_dw", "mask")])
+@pytest.mark.parametrize("name,detector", [("ecvit_tiny", "faster"), ("cvt_13", "mask"), ("dws_vit_tiny_dw", "mask"),
+                                           ("dws_swin_tiny_dw", "mask")])
 def test_one_training_step_per_family(example, coco, name, detector):
     samples, classes = coco
     backbone = create_backbone(name, out_channels=WIDTH, **TINY[name])
@@ -197,7 +197,7 @@ def test_bad_arguments_are_one_line_errors(example, tmp_path, capsys):
                           (dict(strides=(3, 6)), "can be resampled to stride 3"),
                           (dict(out_channels=0), "out_channels")):
         with pytest.raises(UsageError, match=words):
-            create_backbone("vit_tiny", **kwargs)
+            create_backbone("dws_vit_tiny", **kwargs)
     with pytest.raises(UsageError, match="unknown model"):
         create_backbone("vit_tinny")
     with pytest.raises(SystemExit) as exc:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _engine_helpers import tiny_cfg
-from ecvit.checkpoint import read_checkpoint
+from ecvit.io.checkpoint import read_checkpoint
 from ecvit.engine import distributed as D
 from ecvit.engine import train, validate
 from ecvit.errors import UsageError

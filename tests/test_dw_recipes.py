@@ -19,11 +19,11 @@ from ecvit.config import load_config
 DATASETS = ("cifar10", "cifar100", "tiny-imagenet")
 # file stem -> (model, base lr, drop path), from the official configs/ and config.py
 MODELS = {
-    "vit-tiny": ("vit_tiny_paper", 5e-4, 0.0), "vit-tiny-dw": ("vit_tiny_paper_dw", 5e-4, 0.0),
-    "vit-small": ("vit_small_paper", 5e-4, 0.0), "vit-small-dw": ("vit_small_paper_dw", 5e-4, 0.0),
-    "cait-xxs12": ("cait_xxs12", 5e-4, 0.0), "cait-xxs12-dw": ("cait_xxs12_dw", 5e-4, 0.0),
-    "cait-xxs24": ("cait_xxs24", 5e-4, 0.0), "cait-xxs24-dw": ("cait_xxs24_dw", 5e-4, 0.0),
-    "swin-tiny": ("swin_tiny", 2.5e-4, 0.2), "swin-tiny-dw": ("swin_tiny_dw", 2.5e-4, 0.2),
+    "vit-tiny": ("dws_vit_tiny_paper", 5e-4, 0.0), "vit-tiny-dw": ("dws_vit_tiny_paper_dw", 5e-4, 0.0),
+    "vit-small": ("dws_vit_small_paper", 5e-4, 0.0), "vit-small-dw": ("dws_vit_small_paper_dw", 5e-4, 0.0),
+    "cait-xxs12": ("dws_cait_xxs12", 5e-4, 0.0), "cait-xxs12-dw": ("dws_cait_xxs12_dw", 5e-4, 0.0),
+    "cait-xxs24": ("dws_cait_xxs24", 5e-4, 0.0), "cait-xxs24-dw": ("dws_cait_xxs24_dw", 5e-4, 0.0),
+    "swin-tiny": ("dws_swin_tiny", 2.5e-4, 0.2), "swin-tiny-dw": ("dws_swin_tiny_dw", 2.5e-4, 0.2),
 }
 STATS = {"cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
          "cifar100": ([0.5070, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),

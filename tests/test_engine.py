@@ -18,9 +18,10 @@ import yaml
 from PIL import Image
 
 from _engine_helpers import MODEL, ProbeNet, assert_same_weights, tiny_cfg, weights
-from ecvit.checkpoint import read_checkpoint
+from ecvit.io.checkpoint import read_checkpoint
+from ecvit.io.weights import load_for_inference
 from ecvit.config import Config
-from ecvit.engine import build_model, load_for_inference, model_kwargs, resolve, train, validate
+from ecvit.engine import build_model, model_kwargs, resolve, train, validate
 from ecvit.engine.optim import build_optimizer, build_scheduler, build_train_loss, scaled_lr
 from ecvit.errors import CheckpointError, DataError, TrainingError, UsageError
 

@@ -12,7 +12,7 @@ from _cli_helpers import run_entry
 from test_predict_export import CLASSES, make_checkpoint
 
 import ecvit
-from ecvit.checkpoint import read_checkpoint, save_atomic
+from ecvit.io.checkpoint import read_checkpoint, save_atomic
 from ecvit.cli import main
 from ecvit.errors import CheckpointError
 
@@ -121,7 +121,7 @@ def test_reexport_replaces_its_own_files_only(run, exported, tmp_path, capsys):
     assert (out / "config.json").read_bytes() == (exported / "config.json").read_bytes()
     assert (out / "README.md").read_text() == (exported / "README.md").read_text()  # our card: renewed
     mode = (out / "model.safetensors").stat().st_mode & 0o777
-    assert mode == 0o666 & ~ecvit.checkpoint.current_umask()  # a plain file's mode, not a temp file's
+    assert mode == 0o666 & ~ecvit.io.checkpoint.current_umask()  # a plain file's mode, not a temp file's
     (tmp_path / "notes.txt").write_text("mine")
     code, _, err = run_entry(main, ["export", "--checkpoint", str(run[0]), "--format", "hf",
                                     "--out", str(tmp_path / "notes.txt")], capsys)

@@ -21,11 +21,11 @@ from PIL import Image
 
 import ecvit
 from ecvit.cli import main
-from ecvit.config import load_config
+from ecvit.cli import load_run_config as load_config
 from ecvit.engine.optim import build_optimizer, build_scheduler, named_decay_groups
 from ecvit.engine.samplers import RepeatedAugSampler
 from ecvit.errors import UsageError
-from ecvit.official_cvt.defaults import DEFAULTS, NO_EFFECT, OPEN_SECTIONS
+from ecvit.io.official_cvt.defaults import DEFAULTS, NO_EFFECT, OPEN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = not torch.cuda.is_available()
@@ -343,8 +343,8 @@ def test_published_file_trains_one_step(tmp_path, folder, capsys, name):
     assert code == 0, err
     run_dir = tmp_path / "imagenet" / name
     assert (run_dir / "model_best.pth").is_file() and "epoch 1/1" in out
-    from ecvit.checkpoint import read_checkpoint
-    from ecvit.engine.spec import CheckpointSpec
+    from ecvit.io.checkpoint import read_checkpoint
+    from ecvit.io.spec import CheckpointSpec
 
     spec = CheckpointSpec.from_checkpoint(read_checkpoint(run_dir / "model_best.pth"), name)
     assert spec.crop_mode == ("squash" if "384" in name else "center")  # predict/export preprocess alike

@@ -1,5 +1,6 @@
-"""ecvit's OpenMP wait policy: a short spin set when ecvit is imported before torch, never
-over the user's own settings, and ``--openmp torch`` / ``ECVIT_OPENMP=torch`` to opt out.
+"""ecvit's OpenMP wait policy: a short spin set by the command line (``ecvit``, ``python -m
+ecvit``, ``main.py``) before torch loads, never over the user's own settings, and ``--openmp
+torch`` / ``ECVIT_OPENMP=torch`` to opt out; ``import ecvit`` alone sets nothing.
 
 The setting only takes effect in a new process (OpenMP reads it when torch loads), so these
 tests run Python in subprocesses; this process imported torch long ago.
@@ -25,17 +26,29 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("first, env, expected", [
-    ("ecvit", {}, str(openmp.SPINCOUNT)),  # ecvit before torch: set
+    ("ecvit", {}, str(openmp.SPINCOUNT)),  # the command line starts before torch: set
     ("torch, ecvit", {}, "None"),  # torch first: too late to matter, so not set
     ("ecvit", {"GOMP_SPINCOUNT": "5"}, "5"),  # the user's own settings are kept
     ("ecvit", {"OMP_WAIT_POLICY": "PASSIVE"}, "None"),
     ("ecvit", {openmp.OPT_OUT: "torch"}, "None"),  # the opt-out
 ])
-def test_import_sets_the_short_spin_only_where_it_can_and_may(first, env, expected):
-    code = f"import os, {first}; print(os.environ.get('GOMP_SPINCOUNT'))"
+def test_the_command_line_sets_the_short_spin_only_where_it_can_and_may(first, env, expected):
+    code = (f"import os, {first}\nfrom ecvit.cli import main\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
     done = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), **env}, capture_output=True,
                           text=True, cwd=ROOT, check=True)
-    assert done.stdout.strip() == expected
+    imported, started = done.stdout.split()[0], done.stdout.split()[-1]
+    assert (imported, started) == (env.get("GOMP_SPINCOUNT", "None"), expected)  # set by main, not import
+
+
+@pytest.mark.slow
+def test_main_py_sets_the_short_spin_like_the_ecvit_command():
+    done = subprocess.run([sys.executable, "main.py", "--mode", "train", "--dry-run", "--dataset", "digits",
+                           "--model", "ecvit_tiny"], env=_clean_env(), capture_output=True, text=True, cwd=ROOT,
+                          check=True)
+    device = next(line for line in done.stdout.splitlines() if line.startswith("# device"))
+    assert f"spin {openmp.SPINCOUNT} rounds, then sleep" in device
 
 
 @pytest.mark.slow

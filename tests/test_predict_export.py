@@ -8,7 +8,7 @@ import torch
 from _cli_helpers import run_entry
 from PIL import Image
 
-from ecvit.checkpoint import read_checkpoint, save_atomic
+from ecvit.io.checkpoint import read_checkpoint, save_atomic
 from ecvit.cli import main
 from ecvit.config import Config
 from ecvit.data import build_eval_transform, load_image
@@ -23,7 +23,7 @@ CLASSES = ["cat", "dog", "owl"]
 FAMILIES = {
     "ecvit_tiny": {},
     "cvt_13": {"embed_dims": [16, 32, 48], "depths": [1, 1, 2], "num_heads": [1, 2, 3]},
-    "vit_tiny_dw": {"embed_dim": 48, "depth": 2, "num_heads": 3},
+    "dws_vit_tiny_dw": {"embed_dim": 48, "depth": 2, "num_heads": 3},
 }
 
 

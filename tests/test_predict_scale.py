@@ -15,7 +15,7 @@ import torch
 from _cli_helpers import ROOT, run_entry
 from PIL import Image
 
-from ecvit.checkpoint import file_kind, save_atomic
+from ecvit.io.checkpoint import file_kind, save_atomic
 from ecvit.cli import main
 from ecvit.config import Config
 from ecvit.engine import build_model
@@ -30,7 +30,7 @@ TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 def write_checkpoint(path, img_size=32, ema=False, patch_size=16):
     """A ``train``-format checkpoint of a two-block ViT; ``ema`` adds other EMA weights."""
     cfg = Config()
-    cfg.model.name, cfg.model.drop_path_rate = "vit_tiny_dw", 0.0
+    cfg.model.name, cfg.model.drop_path_rate = "dws_vit_tiny_dw", 0.0
     cfg.model.args = {**TINY_VIT, "patch_size": patch_size}
     cfg.data.img_size = img_size
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ import torch
 
 from _cli_helpers import run_entry
 from _engine_helpers import tiny_cfg
-from ecvit.checkpoint import read_checkpoint, save_atomic
+from ecvit.io.checkpoint import read_checkpoint, save_atomic
 from ecvit.cli import main
 from ecvit.errors import CheckpointError, StorageError
 
@@ -62,7 +62,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
         def __getattr__(self, name):
             return getattr(self.fh, name)
 
-    import ecvit.checkpoint as C
+    import ecvit.io.checkpoint as C
 
     original = C.torch.save
     monkeypatch.setattr(C.torch, "save", lambda obj, fh: original(obj, Full(fh)))
@@ -81,7 +81,7 @@ def test_disk_full_during_training_is_one_line_exit_1(tmp_path):
         "import resource, signal, sys; sys.path.insert(0, 'tests');"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
         "import _engine_helpers;"
-        "from ecvit.checkpoint import save_atomic;"
+        "from ecvit.io.checkpoint import save_atomic;"
         "import ecvit.engine.trainer as T;"
         "calls = [0]\n"
         "def limited(obj, path):\n"
@@ -241,7 +241,7 @@ class _FullDisk:
                                          ("safetensors", ".safetensors")])
 def test_export_to_a_full_disk_leaves_nothing_partial(tmp_path, capsys, monkeypatch, trained,
                                                       fmt, suffix):
-    import ecvit.checkpoint as C
+    import ecvit.io.checkpoint as C
 
     real_fdopen = os.fdopen
     monkeypatch.setattr(C.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from _engine_helpers import assert_same_weights, tiny_cfg, weights
-from ecvit.checkpoint import read_checkpoint
 from ecvit.engine import resolve, train, trainer
 from ecvit.errors import CheckpointError, UsageError
+from ecvit.io.checkpoint import read_checkpoint
 
 ENTRY = str(Path(__file__).with_name("_engine_entry.py"))
 # Every RNG consumer on: shuffling, flips, drop path, Mixup/CutMix (NumPy), EMA, clipping.

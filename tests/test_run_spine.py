@@ -12,7 +12,7 @@ import yaml
 from _cli_helpers import run_entry
 from PIL import Image
 
-from ecvit.checkpoint import read_checkpoint
+from ecvit.io.checkpoint import read_checkpoint
 from ecvit.cli import main
 
 CLASSES = ("cat", "dog", "emu")
@@ -88,13 +88,13 @@ def test_bundled_digits_job_keeps_its_measured_settings(capsys):
 
 
 def test_each_family_takes_its_own_arguments(folder, capsys):
-    base = ["--model", "vit_tiny_dw", "--dataset", "folder", "--data-path", str(folder)]
+    base = ["--model", "dws_vit_tiny_dw", "--dataset", "folder", "--data-path", str(folder)]
     cfg, text = dry_run([*base, "--num-heads", "3", "MODEL.ARGS", "{depth: 2, embed_dim: 96}"], capsys)
     assert cfg["MODEL"]["ARGS"] == {"depth": 2, "embed_dim": 96, "num_heads": 3}
     assert "num_heads=3" in text
     code, _, err = run_main(["train", "--dry-run", *base, "--embed-dims", "64,128"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "vit_tiny_dw takes no argument 'embed_dims'" in err and "embed_dim, depth, num_heads" in err
+    assert "dws_vit_tiny_dw takes no argument 'embed_dims'" in err and "embed_dim, depth, num_heads" in err
 
 
 # ------------------------------------------------------------------------ preflight
@@ -176,7 +176,7 @@ def test_second_command_finishes_extends_or_refuses(run_dir, folder, capsys):
     common = ["--dataset", "folder", "--data-path", str(folder), "--output-dir", str(run_dir)]
     code, out, err = run_main(train_argv(*common), capsys)
     assert code == 0 and "already finished" in out and "--overwrite-output-dir" in out, err
-    for argv, field in ((["--model", "vit_tiny_dw"], "model ecvit_tiny -> vit_tiny_dw"),
+    for argv, field in ((["--model", "dws_vit_tiny_dw"], "model ecvit_tiny -> dws_vit_tiny_dw"),
                         (["--optimizer", "sgd"], "optimizer adamw -> sgd"),
                         (["--depths", "1,1"], "model arguments")):
         code, _, err = run_main(train_argv(*common, *argv), capsys)
@@ -211,13 +211,13 @@ def test_no_resume_starts_fresh(run_dir, folder, tmp_path, capsys):
     out = tmp_path / "fresh"
     common = ["--dataset", "folder", "--data-path", str(folder), "--output-dir", str(out)]
     assert run_main(train_argv(*common, "--epochs", "1"), capsys)[0] == 0
-    code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "vit_tiny_dw",
+    code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "dws_vit_tiny_dw",
                                           "--no-resume", "MODEL.ARGS", "{depth: 1}"), capsys)
     assert code == 2 and "holds another run (checkpoint.pth, model_best.pth" in err, err
-    code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "vit_tiny_dw",
+    code, text, err = run_main(train_argv(*common, "--epochs", "1", "--model", "dws_vit_tiny_dw",
                                           "--overwrite-output-dir", "MODEL.ARGS", "{depth: 1}"), capsys)
     assert code == 0 and "fresh start, replacing the earlier run's files" in text, err
-    assert read_checkpoint(out / "checkpoint.pth")["model_name"] == "vit_tiny_dw"
+    assert read_checkpoint(out / "checkpoint.pth")["model_name"] == "dws_vit_tiny_dw"
 
 
 # ------------------------------------------------------------------------- run lock
@@ -359,10 +359,11 @@ def test_models_built_from_a_checkpoint_carry_its_preprocessing(run_dir, tmp_pat
     from timm.models import save_for_hf
 
     import ecvit
+    from ecvit.io.weights import load_for_inference
 
     for model in (ecvit.create_model("ecvit_tiny", num_classes=3, img_size=32,
                                      checkpoint_path=run_dir / "model_best.pth"),
-                  ecvit.engine.load_for_inference(str(run_dir / "model_best.pth"))[0]):
+                  load_for_inference(str(run_dir / "model_best.pth"))[0]):
         data = resolve_data_config(model=model)
         assert data["input_size"] == (3, 32, 32) and data["crop_pct"] == 0.875
         assert data["mean"] == pytest.approx((0.485, 0.456, 0.406))

@@ -18,7 +18,7 @@ from ecvit.config import Config
 from ecvit.data import build_datasets
 from ecvit.errors import DataError, UsageError
 from ecvit.config import load_config
-from ecvit.engine import load_for_inference
+from ecvit.io.weights import load_for_inference
 
 
 def _cfg(dataset: str, root: Path | str = "", **data) -> Config:

@@ -26,7 +26,7 @@ from ecvit.models.speed import (FusedDWConv, FusedInteractiveFFN, SiluMlp, cpu_a
 from ecvit.models.vit_dw import DWBranch
 
 CASES = [("ecvit_tiny", {"img_size": 32}),
-         ("vit_tiny_dw", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2,
+         ("dws_vit_tiny_dw", {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2,
                           "dw_kernels": (3, 5, 7), "dw_span": 2}),
          ("cvt_13", {"img_size": 32, "depths": (1, 1, 1), "embed_dims": (16, 32, 48), "num_heads": (1, 2, 3)})]
 
@@ -62,7 +62,7 @@ def test_fuse_swaps_modules_and_keeps_the_function(name, kwargs):
         torch.testing.assert_close(fused(x), plain, rtol=1e-5, atol=1e-5)
     assert not fused.training and not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     kinds = {type(m) for m in fused.modules()}
-    expected = {"ecvit_tiny": FusedInteractiveFFN, "vit_tiny_dw": FusedDWConv, "cvt_13": SiluMlp}[name]
+    expected = {"ecvit_tiny": FusedInteractiveFFN, "dws_vit_tiny_dw": FusedDWConv, "cvt_13": SiluMlp}[name]
     assert expected in kinds
     # the plain model is untouched, and eval mode ran it as written: no caches, same state
     state = model.state_dict()

@@ -13,7 +13,7 @@ from ecvit.errors import UsageError
 from ecvit.flops import count_params
 from ecvit.models.swin_dw import SwinTransformerDW, checkpoint_filter_fn
 
-NAMES = ["swin_tiny", "swin_tiny_dw"]
+NAMES = ["dws_swin_tiny", "dws_swin_tiny_dw"]
 # Two small shapes the official code accepts: a 14 -> 7 grid (shifted windows, then one
 # window over the whole grid) and four stages with windows of 2 (16 -> 8 -> 4 -> 2).
 SMALL = [dict(img_size=56, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=7),
@@ -40,10 +40,10 @@ def _input(size: int, batch: int = 2) -> torch.Tensor:
 # ---------------------------------------------------------------- registry and sizes
 
 @pytest.mark.parametrize("name, classes, params", [
-    ("swin_tiny_dw", 10, 27_580_036),  # the paper code's Swin-T with shortcuts
-    ("swin_tiny", 10, 27_527_044),  # the same code without its shortcuts (= timm's Swin-T)
-    ("swin_tiny_dw", 1000, 28_341_346),
-    ("swin_tiny", 1000, 28_288_354),
+    ("dws_swin_tiny_dw", 10, 27_580_036),  # the paper code's Swin-T with shortcuts
+    ("dws_swin_tiny", 10, 27_527_044),  # the same code without its shortcuts (= timm's Swin-T)
+    ("dws_swin_tiny_dw", 1000, 28_341_346),
+    ("dws_swin_tiny", 1000, 28_288_354),
 ])
 def test_parameter_counts_match_the_official_code(name, classes, params):
     """Counted by building the official ``SwinTransformer`` (models/swin_transformer.py)."""
@@ -53,7 +53,7 @@ def test_parameter_counts_match_the_official_code(name, classes, params):
 
 def test_shortcuts_are_one_per_block_with_their_official_sizes():
     with torch.device("meta"):
-        model = ecvit.create_model("swin_tiny_dw", num_classes=10)
+        model = ecvit.create_model("dws_swin_tiny_dw", num_classes=10)
     widths = [m.branches[0].conv.in_channels for m in model.modules() if type(m).__name__ == "MapDWShortcut"]
     assert widths == [96] * 2 + [192] * 2 + [384] * 6 + [768] * 2
     shortcut_params = sum(p.numel() for n, p in model.named_parameters() if ".shortcut." in n)
@@ -62,7 +62,7 @@ def test_shortcuts_are_one_per_block_with_their_official_sizes():
 
 def test_paper_settings_and_strides():
     with torch.device("meta"):
-        model = ecvit.create_model("swin_tiny_dw")
+        model = ecvit.create_model("dws_swin_tiny_dw")
     rates = [getattr(b.drop_path1, "drop_prob", 0.0) for s in model.layers for b in s.blocks]
     assert rates == pytest.approx(torch.linspace(0, 0.2, 12).tolist())  # drop path 0.2, linear over blocks
     assert [i["reduction"] for i in model.feature_info] == [4, 8, 16, 32]
@@ -79,7 +79,7 @@ def test_timm_swin_tiny_weights_load_into_swin_tiny(tmp_path):
     torch.manual_seed(0)
     theirs = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10).eval()
     randomize(theirs)
-    ours = ecvit.create_model("swin_tiny", num_classes=10).eval()
+    ours = ecvit.create_model("dws_swin_tiny", num_classes=10).eval()
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(checkpoint_filter_fn(theirs.state_dict(), ours), strict=True)
     x = _input(224, batch=1)
@@ -87,7 +87,7 @@ def test_timm_swin_tiny_weights_load_into_swin_tiny(tmp_path):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
     path = tmp_path / "timm.pth"  # the same through the public loader
     torch.save(theirs.state_dict(), path)
-    loaded = ecvit.create_model("swin_tiny", num_classes=10, checkpoint_path=path).eval()
+    loaded = ecvit.create_model("dws_swin_tiny", num_classes=10, checkpoint_path=path).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), theirs(x), rtol=1e-5, atol=1e-5)
 
@@ -107,7 +107,7 @@ def _official_file(tmp_path, cfg: dict, shortcuts: bool) -> tuple[OfficialSwin, 
 def test_dw_with_official_weights_gives_official_logits(tmp_path, cfg):
     ref, path = _official_file(tmp_path, cfg, shortcuts=True)
     assert any(".batchnorms." in k for k in torch.load(path)["model"])
-    ours = ecvit.create_model("swin_tiny_dw", num_classes=10, checkpoint_path=path, drop_path_rate=0.0, **cfg)
+    ours = ecvit.create_model("dws_swin_tiny_dw", num_classes=10, checkpoint_path=path, drop_path_rate=0.0, **cfg)
     x = _input(cfg["img_size"])
     for train in (False, True):  # eval: running statistics (folded); train: batch statistics
         ref.train(train)
@@ -122,7 +122,7 @@ def test_dw_with_official_weights_gives_official_logits(tmp_path, cfg):
 def test_official_layout_without_shortcuts_loads_into_swin_tiny(tmp_path):
     cfg = SMALL[1]
     ref, path = _official_file(tmp_path, cfg, shortcuts=False)
-    ours = ecvit.create_model("swin_tiny", num_classes=10, checkpoint_path=path, **cfg).eval()
+    ours = ecvit.create_model("dws_swin_tiny", num_classes=10, checkpoint_path=path, **cfg).eval()
     with torch.no_grad():
         torch.testing.assert_close(ours(_input(cfg["img_size"])), ref.eval()(_input(cfg["img_size"])),
                                    rtol=1e-5, atol=1e-5)
@@ -131,7 +131,7 @@ def test_official_layout_without_shortcuts_loads_into_swin_tiny(tmp_path):
 def test_official_shortcut_weights_do_not_fit_the_plain_model(tmp_path):
     _, path = _official_file(tmp_path, SMALL[0], shortcuts=True)
     with pytest.raises(Exception, match="unexpected"):
-        ecvit.create_model("swin_tiny", num_classes=10, checkpoint_path=path, **SMALL[0])
+        ecvit.create_model("dws_swin_tiny", num_classes=10, checkpoint_path=path, **SMALL[0])
 
 
 # ---------------------------------------------------------------- behaviour
@@ -140,9 +140,9 @@ def test_shortcut_is_the_only_difference_from_plain_swin():
     """With every shortcut conv zeroed, swin_tiny_dw is swin_tiny with the same block weights."""
     cfg = SMALL[1]
     torch.manual_seed(0)
-    dw = ecvit.create_model("swin_tiny_dw", num_classes=10, **cfg).eval()
+    dw = ecvit.create_model("dws_swin_tiny_dw", num_classes=10, **cfg).eval()
     randomize(dw)
-    plain = ecvit.create_model("swin_tiny", num_classes=10, **cfg).eval()
+    plain = ecvit.create_model("dws_swin_tiny", num_classes=10, **cfg).eval()
     plain.load_state_dict({k: v for k, v in dw.state_dict().items() if ".shortcut." not in k})
     x = _input(cfg["img_size"])
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_grad_checkpointing_updates_batchnorm_statistics_once():
     runs = []
     for enable in (False, True):
         torch.manual_seed(0)
-        model = ecvit.create_model("swin_tiny_dw", num_classes=10, drop_path_rate=0.0, **cfg).train()
+        model = ecvit.create_model("dws_swin_tiny_dw", num_classes=10, drop_path_rate=0.0, **cfg).train()
         model.set_grad_checkpointing(enable)
         model(_input(cfg["img_size"])).square().mean().backward()
         runs.append([b.running_mean.clone() for b in model.modules() if isinstance(b, nn.BatchNorm2d)])
@@ -168,7 +168,7 @@ def test_grad_checkpointing_updates_batchnorm_statistics_once():
 
 
 def test_features_only_gives_nchw_maps_at_strides_4_to_32():
-    model = timm.create_model("swin_tiny_dw", features_only=True, img_size=64, embed_dim=16,
+    model = timm.create_model("dws_swin_tiny_dw", features_only=True, img_size=64, embed_dim=16,
                               depths=(2, 1, 1, 1), num_heads=(1, 2, 4, 8)).eval()
     with torch.no_grad():
         maps = model(_input(64))
@@ -178,7 +178,7 @@ def test_features_only_gives_nchw_maps_at_strides_4_to_32():
 
 def test_no_weight_decay_names_the_relative_position_tables():
     with torch.device("meta"):
-        model = ecvit.create_model("swin_tiny_dw", **SMALL[0])
+        model = ecvit.create_model("dws_swin_tiny_dw", **SMALL[0])
     assert model.no_weight_decay() == {f"layers.{i}.blocks.{j}.attn.relative_position_bias_table"
                                        for i in range(2) for j in range(2)}
 
@@ -193,4 +193,4 @@ def test_no_weight_decay_names_the_relative_position_tables():
 ])
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(UsageError, match=message):
-        ecvit.create_model("swin_tiny_dw", **kwargs)
+        ecvit.create_model("dws_swin_tiny_dw", **kwargs)

@@ -108,7 +108,7 @@ def test_csv_only_writes_no_event_files(tmp_path):
 @pytest.mark.parametrize("name,extra", [("wandb", "ecvit[wandb]"), ("mlflow", "ecvit[mlflow]")])
 def test_missing_package_is_one_line_with_the_extra(name, extra, monkeypatch, capsys, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(trackers.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda module, *a: None if module == name else real(module, *a))
     with pytest.raises(UsageError, match=rf"pip install '{re_escape(extra)}'"):
         load_config(None, ["TRAIN.LOGGERS", f"tensorboard,{name}"])

@@ -18,7 +18,7 @@ from ecvit.errors import UsageError
 from ecvit.flops import count_macs, count_params
 from ecvit.models.vit_dw import VisionTransformerDW
 
-NAMES = ["vit_tiny", "vit_small", "vit_tiny_dw", "vit_small_dw"]
+NAMES = ["dws_vit_tiny", "dws_vit_small", "dws_vit_tiny_dw", "dws_vit_small_dw"]
 
 
 def small_vit(**kwargs) -> VisionTransformerDW:
@@ -41,7 +41,7 @@ def randomize_bn(model: nn.Module) -> None:
 
 # ---------------------------------------------------------------- shapes and sizes
 
-@pytest.mark.parametrize("name", ["vit_tiny_dw", "vit_small_dw"])
+@pytest.mark.parametrize("name", ["dws_vit_tiny_dw", "dws_vit_small_dw"])
 def test_output_shape_224_batch_1(name):
     model = ecvit.create_model(name, num_classes=10).eval()
     with torch.no_grad():
@@ -50,7 +50,7 @@ def test_output_shape_224_batch_1(name):
 
 @pytest.mark.parametrize("size", [(32, 32), (48, 80)])
 def test_other_input_sizes_interpolate_positions(size):
-    model = ecvit.create_model("vit_tiny_dw", num_classes=5).eval()  # positions on the 14x14 grid
+    model = ecvit.create_model("dws_vit_tiny_dw", num_classes=5).eval()  # positions on the 14x14 grid
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
         single = model(torch.randn(1, 3, *size))
@@ -59,7 +59,7 @@ def test_other_input_sizes_interpolate_positions(size):
 
 
 def test_img_size_argument_sets_position_grid():
-    model = ecvit.create_model("vit_tiny_dw", num_classes=3, img_size=32)
+    model = ecvit.create_model("dws_vit_tiny_dw", num_classes=3, img_size=32)
     assert model.pos_embed.shape == (1, 1 + 2 * 2, 192)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
@@ -69,7 +69,7 @@ def test_sizes_not_divisible_by_patch_raise():
     with pytest.raises(ValueError, match="not divisible by the patch size 16"):
         model(torch.randn(1, 3, 60, 64))
     with pytest.raises(UsageError, match="multiples of the patch size"):
-        ecvit.create_model("vit_tiny_dw", img_size=100)
+        ecvit.create_model("dws_vit_tiny_dw", img_size=100)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -82,7 +82,7 @@ def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         small_vit(**kwargs)
     with pytest.raises(UsageError, match=message):
-        ecvit.create_model("vit_tiny_dw", **kwargs)
+        ecvit.create_model("dws_vit_tiny_dw", **kwargs)
 
 
 # ---------------------------------------------------------------- same architecture as timm's DeiT
@@ -91,7 +91,7 @@ def test_vit_tiny_matches_timm_deit_tiny_logits(tmp_path):
     reference = timm.create_model("deit_tiny_patch16_224", num_classes=10).eval()
     path = tmp_path / "deit_tiny.pth"
     torch.save(reference.state_dict(), path)
-    ours = ecvit.create_model("vit_tiny", num_classes=10, checkpoint_path=path).eval()
+    ours = ecvit.create_model("dws_vit_tiny", num_classes=10, checkpoint_path=path).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=1e-5)
@@ -102,7 +102,7 @@ def test_checkpoint_filter_resamples_positions_like_timm(tmp_path):
     reference = timm.create_model("deit_tiny_patch16_224", num_classes=10, dynamic_img_size=True).eval()
     path = tmp_path / "deit_tiny.pth"
     torch.save(reference.state_dict(), path)
-    ours = ecvit.create_model("vit_tiny", num_classes=10, img_size=64, checkpoint_path=path).eval()
+    ours = ecvit.create_model("dws_vit_tiny", num_classes=10, img_size=64, checkpoint_path=path).eval()
     assert ours.pos_embed.shape == (1, 17, 192)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -111,7 +111,7 @@ def test_checkpoint_filter_resamples_positions_like_timm(tmp_path):
 
 def test_vit_small_has_timm_vit_small_layout():
     with torch.device("meta"):
-        ours = ecvit.create_model("vit_small").state_dict()
+        ours = ecvit.create_model("dws_vit_small").state_dict()
         theirs = timm.create_model("vit_small_patch16_224").state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
 
@@ -120,8 +120,8 @@ def test_vit_small_has_timm_vit_small_layout():
 
 def test_dw_shortcut_adds_exactly_27648_parameters_to_vit_tiny():
     with torch.device("meta"):
-        plain = count_params(ecvit.create_model("vit_tiny"))
-        dw = count_params(ecvit.create_model("vit_tiny_dw"))
+        plain = count_params(ecvit.create_model("dws_vit_tiny"))
+        dw = count_params(ecvit.create_model("dws_vit_tiny_dw"))
         deit = count_params(timm.create_model("deit_tiny_patch16_224"))
     assert plain == deit == 5_717_416
     assert dw - plain == 27_648 == 12 * 2_304  # BN 2*192 + depthwise 3x3 192*9 + bias 192
@@ -136,15 +136,15 @@ def test_dw_shortcut_adds_exactly_27648_parameters_to_vit_tiny():
 ])
 def test_span_and_parallel_variant_parameter_counts(kwargs, extra):
     with torch.device("meta"):
-        plain = count_params(ecvit.create_model("vit_tiny"))
-        variant = count_params(ecvit.create_model("vit_tiny_dw", **kwargs))
+        plain = count_params(ecvit.create_model("dws_vit_tiny"))
+        variant = count_params(ecvit.create_model("dws_vit_tiny_dw", **kwargs))
     assert variant - plain == extra
 
 
 def test_macs_at_224():
     with torch.device("meta"):
-        plain = count_macs(ecvit.create_model("vit_tiny"))
-        dw = count_macs(ecvit.create_model("vit_tiny_dw"))
+        plain = count_macs(ecvit.create_model("dws_vit_tiny"))
+        dw = count_macs(ecvit.create_model("dws_vit_tiny_dw"))
         deit = count_macs(timm.create_model("deit_tiny_patch16_224"))
     assert plain == deit
     assert abs(plain / 1.26e9 - 1) < 0.03  # DeiT-Tiny: 1.3 GMACs
@@ -270,7 +270,7 @@ def test_drop_path_and_in_chans():
 
 
 def test_batch_one_trains():
-    model = ecvit.create_model("vit_tiny_dw", num_classes=4, img_size=32).train()
+    model = ecvit.create_model("dws_vit_tiny_dw", num_classes=4, img_size=32).train()
     model(torch.randn(1, 3, 32, 32)).sum().backward()
     assert model.shortcuts[0].branches[0].conv.weight.grad is not None
 

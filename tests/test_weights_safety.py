@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ecvit
-from ecvit.checkpoint import save_atomic
+from ecvit.io.checkpoint import save_atomic
 from ecvit.cli import main
 from ecvit.errors import CheckpointError
 
@@ -97,7 +97,7 @@ def test_class_count_mismatch_names_tensors_and_finetune_starts_a_new_head(tmp_p
 
 def test_architecture_mismatch_names_tensors(tmp_path):
     path = tmp_path / "vit.pth"
-    save_atomic({"model": ecvit.create_model("vit_tiny", num_classes=10).state_dict()}, path)
+    save_atomic({"model": ecvit.create_model("dws_vit_tiny", num_classes=10).state_dict()}, path)
     with pytest.raises(CheckpointError, match=r"does not fit .*missing .*unexpected"):
         ecvit.create_model("ecvit_tiny", num_classes=10, checkpoint_path=path, **SMALL)
 

@@ -38,7 +38,7 @@ from typing import Callable
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset, IterableDataset
 
-from ecvit.config import Config
+from ecvit.config import DATASETS, Config
 from ecvit.data import cifar, idx, layouts, sources, svhn
 from ecvit.data.samples import ArrayImageDataset, ImageFileDataset, LabelledSubset
 from ecvit.data.synthetic import DigitsDataset, SimulatedDataset, load_digits_split
@@ -47,8 +47,6 @@ from ecvit.errors import DataError
 
 Stats = tuple[float, float, float]
 
-DATASETS = ("digits", "simulated", "folder", "cifar10", "cifar100", "tiny-imagenet", "oxford-pets",
-            "svhn", "mnist", "fashion-mnist")
 DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "mnist", "fashion-mnist")
 GREY_DATASETS = ("mnist", "fashion-mnist")  # the only ones DATA.IN_CHANS 1 applies to
 SUBSET_SEED = 0  # DATA.TRAIN_FRACTION's subset does not change with the run's seed

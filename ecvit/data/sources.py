@@ -1,6 +1,6 @@
 """Data sources besides the built-in datasets, opened through ``timm.data.create_dataset``.
 
-``--dataset`` takes, next to the names of :data:`ecvit.data.build.DATASETS`:
+``--dataset`` takes, next to the names of :data:`ecvit.config.DATASETS`:
 
 - ``wds/NAME``: webdataset tar shards in ``DATA.ROOT`` (how ImageNet-scale training is fed).
   Each sample is ``KEY.jpg`` (or ``.png``/``.webp``) with ``KEY.cls`` (the class index as

@@ -1,23 +1,19 @@
-"""Build a model from a config, and rebuild one from a checkpoint's :class:`CheckpointSpec`.
+"""Build the model a config describes, and the spec of the checkpoints its run writes.
 
-Every front end goes through these functions, so a checkpoint written by ``train`` always
-carries what ``load_for_inference`` needs, and a model rebuilt from it carries the
-checkpoint's preprocessing in its timm ``pretrained_cfg`` (so ``resolve_data_config``,
-``save_for_hf`` and ``local-dir:`` see the real input size and statistics).
+A checkpoint written by ``train`` carries (:func:`training_spec`) what
+:func:`ecvit.io.weights.load_for_inference` needs to rebuild the model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
-from ecvit.engine.spec import CheckpointSpec, choose_ema
-from ecvit.errors import CheckpointError, UsageError
-from ecvit.models.registry import create_model
+from ecvit.errors import UsageError
+from ecvit.io.spec import CheckpointSpec
+from ecvit.io.weights import create_model
 
 
 def model_kwargs(cfg: Config) -> dict[str, Any]:
@@ -78,69 +74,4 @@ def training_spec(cfg: Config, class_names: list[str], mean: list[float], std: l
     )
 
 
-def load_for_inference(path: str, use_ema: bool | None = None) -> tuple[nn.Module, CheckpointSpec]:
-    """Rebuild the model a checkpoint describes, load its weights, eval mode.
-
-    ``use_ema`` (``--use-ema``): None picks the EMA weights when the checkpoint has them;
-    the returned spec describes the one set of weights loaded. The file is read with ``weights_only=True`` (or as safetensors): nothing in it runs.
-    """
-    return model_from_checkpoint(read_checkpoint(path), str(path), use_ema)
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], source: str,
-                          use_ema: bool | None = None) -> tuple[nn.Module, CheckpointSpec]:
-    """:func:`load_for_inference` for a checkpoint dict already read from ``source``."""
-    spec = CheckpointSpec.from_checkpoint(ckpt, source)
-    if spec is None:
-        raise CheckpointError(
-            f"{source} carries no model description (model_name, num_classes missing); "
-            "pass a checkpoint written by `ecvit train` or build the model with "
-            "create_model(name, checkpoint_path=...)"
-        )
-    ema = choose_ema(spec, use_ema, source)
-    state = extract_state_dict(ckpt, prefer_ema=ema)
-    check_fits(spec, state, source)
-    model = create_model(spec.model_name, num_classes=spec.num_classes, img_size=spec.img_size,
-                         **spec.model_args)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(line.strip() for line in str(exc).splitlines()[1:4])
-        raise CheckpointError(f"{source} does not fit {spec.model_name}: {detail}") from None
-    adopt_preprocessing(model, spec)
-    model.eval()
-    return model, spec.single_weights()
-
-
-def check_fits(spec: CheckpointSpec, state: dict[str, torch.Tensor], source: str) -> None:
-    """Build the described model on the meta device and compare its tensor shapes with the
-    file's, before any memory is allocated: a description that does not match its own
-    weights (a crafted class count, widths) is refused here, naming the tensors."""
-    try:
-        with torch.device("meta"):
-            skeleton = create_model(spec.model_name, num_classes=spec.num_classes,
-                                    img_size=spec.img_size, **spec.model_args)
-    except Exception as exc:  # the constructor refused the described arguments
-        raise CheckpointError(f"{source}: its model description does not build "
-                              f"{spec.model_name}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
-    expected = skeleton.state_dict()
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    missing = [k for k in expected if k not in state]
-    if wrong or missing:
-        detail = "; ".join(wrong[:3]) if wrong else f"missing {', '.join(missing[:3])}"
-        raise CheckpointError(f"{source} does not fit {spec.model_name} as its metadata describes "
-                              f"it (shape in file vs described: {detail})")
-
-
-def adopt_preprocessing(model: nn.Module, spec: CheckpointSpec) -> None:
-    """Record the checkpoint's preprocessing in the model's timm ``pretrained_cfg``."""
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    cfg.update(spec.pretrained_cfg())
-    model.pretrained_cfg = cfg
-    if hasattr(model, "default_cfg"):
-        model.default_cfg = cfg
-
-
-__all__ = ["build_model", "model_kwargs", "training_spec", "load_for_inference",
-           "model_from_checkpoint", "adopt_preprocessing"]
+__all__ = ["build_model", "model_kwargs", "freeze_layers", "training_spec"]

@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ecvit.config import Config
+from ecvit.data import collate_batch
+from ecvit.data.transforms import SplitErasingCollate
 from ecvit.engine.distributed import DistInfo, shard_indices
 from ecvit.engine.samplers import train_sampler
 from ecvit.errors import UsageError
@@ -38,8 +40,6 @@ class TrainLoader:
     """A DataLoader whose shuffle order and worker seeds depend only on (seed, epoch, rank)."""
 
     def __init__(self, dataset: Dataset, cfg: Config, info: DistInfo, drop_last: bool) -> None:
-        from ecvit.data import collate_batch
-
         self.seed = cfg.seed
         self.rank = info.rank
         workers = cfg.data.workers
@@ -83,16 +83,12 @@ class TrainLoader:
 def train_collate(cfg: Config, collate: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
     """``collate``, with random erasing on the second half of each batch under AUG.RESPLIT."""
     if cfg.aug.resplit and cfg.aug.reprob > 0:
-        from ecvit.data.transforms import SplitErasingCollate
-
         return SplitErasingCollate(collate, cfg.aug)
     return collate
 
 
 def eval_loader(dataset: Dataset, cfg: Config, info: DistInfo) -> DataLoader:
     """Sequential batches over this rank's exact shard of ``dataset``."""
-    from ecvit.data import collate_batch
-
     if isinstance(dataset, IterableDataset):
         shard = dataset.for_rank(info.rank, info.world_size, cfg.data.workers)
     else:

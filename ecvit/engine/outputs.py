@@ -18,9 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from ecvit.checkpoint import storage_message
-from ecvit.config import Config, save_config
+from ecvit.config import Config, logger_names, save_config
+from ecvit.engine.trackers import build_trackers
 from ecvit.errors import StorageError, UsageError, printable
+from ecvit.io.checkpoint import storage_message
 
 # Columns every epoch record has, in the order summary.csv shows them.
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "best_top1", "lr",
@@ -181,8 +182,6 @@ class RunOutputs:
 
     def __init__(self, output_dir: Path, enabled: bool, purge_epoch: int = 0,
                  cfg: Config | None = None, purge_step: int = 0) -> None:
-        from ecvit.engine.trackers import build_trackers, logger_names
-
         self.dir = output_dir
         self.enabled = enabled
         cfg = cfg if cfg is not None else Config()

@@ -22,18 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from ecvit import openmp
-from ecvit.config import CROP_TTA, Config, check_config, coerce, get_key
+from ecvit.config import CROP_TTA, Config, check_config, config_from_dict, get_key
+from ecvit.data import build_datasets, canonical_dataset_name
+from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS, fill_data_defaults
+from ecvit.engine.builder import model_kwargs
+from ecvit.engine.distributed import launched_by_torchrun
 from ecvit.engine.outputs import check_output_dir, earlier_run_files, new_run_dir
 from ecvit.engine.precision import Precision, resolve_device
 from ecvit.engine.runlock import check_unlocked
+from ecvit.engine.state import find_resume_checkpoint, load_training_checkpoint
 from ecvit.errors import CheckpointError, DataError, UsageError
 from ecvit.flops import count_macs
-from ecvit.hub import check_folder, is_folder_source
+from ecvit.io.folders import check_folder, is_folder_source
 from ecvit.model_table import human, human_macs
+from ecvit.models.registry import check_model_args, create_model, default_cfg, model_class, model_entry
 
 # Config keys that must match for a checkpoint to continue this run, and how to read them
 # from the config a checkpoint saved.
@@ -117,8 +122,6 @@ def resolve(cfg: Config, training: bool = True, overwrite_output_dir: bool = Fal
     A training run without OUTPUT_DIR gets a new folder of its own (``output/train/...``);
     ``overwrite_output_dir`` lets a fresh start replace an earlier run's files in OUTPUT_DIR.
     """
-    from ecvit.data import build_datasets, canonical_dataset_name
-
     check_config(cfg)
     cfg = copy.deepcopy(cfg)
     device = resolve_device(cfg.device)
@@ -129,6 +132,7 @@ def resolve(cfg: Config, training: bool = True, overwrite_output_dir: bool = Fal
         cfg.train.amp = "off"
     precision = Precision(cfg.train.amp, device.type)
     cfg.data.dataset = canonical_dataset_name(cfg.data.dataset)
+    cfg.model.name = model_entry(cfg.model.name).name  # a deprecated name becomes the new one
     cfg.model.args = check_model_args(cfg.model.name, cfg.model.args)
     _resolve_data_settings(cfg)
     _check_augment(cfg)
@@ -214,50 +218,8 @@ def _official_notes(cfg: Config, num_classes: int) -> list[str]:
 # ----------------------------------------------------------------------------- model
 
 
-def check_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """MODEL.ARGS checked against ``name``'s constructor: known names, values of its types."""
-    from ecvit.models.registry import GENERIC_ARGS, model_arguments
-
-    if not args:
-        return {}
-    params = model_arguments(name)
-    known = ", ".join(params)
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        if key in GENERIC_ARGS:
-            raise UsageError(f"MODEL.ARGS.{key.upper()}: {key} is set by {GENERIC_ARGS[key]}, "
-                             "not through MODEL.ARGS")
-        if key not in params:
-            raise UsageError(f"MODEL.ARGS: {name} takes no argument {key!r}; its arguments are: {known}")
-        out[key] = _coerce_arg(value, params[key], f"MODEL.ARGS.{key.upper()}", name)
-    return out
-
-
-def _coerce_arg(value: Any, param: inspect.Parameter, key: str, model: str) -> Any:
-    """A value given as text or a one-item list, brought to the parameter's annotated type."""
-    hint = param.annotation if isinstance(param.annotation, str) else getattr(
-        param.annotation, "__name__", str(param.annotation))
-    first = hint.split("|")[0].strip()
-    if isinstance(value, str) and ("Sequence" in first or "list" in first or "tuple" in first):
-        value = [yaml.safe_load(v) for v in value.strip("[]()").split(",") if v.strip()]
-    if first in ("int", "float", "bool") and isinstance(value, (list, tuple)) and len(value) == 1:
-        value = value[0]  # --num-heads 3 on a single-width model
-    if first in ("int", "float", "bool"):
-        if value is None and "None" in hint:
-            return None
-        return coerce(value, {"int": int, "float": float, "bool": bool}[first], key, model)
-    if first.startswith("Literal["):
-        choices = [c.strip().strip("'\"") for c in first[len("Literal["):-1].split(",")]
-        if str(value) not in choices:
-            raise UsageError(f"{key} must be one of {', '.join(choices)} for {model}, got {value!r}")
-    return value
-
-
 def _meta_model(cfg: Config, num_classes: int) -> nn.Module:
     """The configured model on the meta device: its constructor checks every argument."""
-    from ecvit.engine.builder import model_kwargs
-    from ecvit.models.registry import create_model
-
     with torch.device("meta"):
         return create_model(cfg.model.name, num_classes=num_classes, img_size=cfg.data.img_size,
                             drop_path_rate=cfg.model.drop_path_rate, **model_kwargs(cfg))
@@ -281,14 +243,11 @@ def _max_drop_path(model: nn.Module) -> float:
 
 
 def _model_data_cfg(cfg: Config) -> dict[str, Any]:
-    """The variant's ``pretrained_cfg`` (input size, mean/std, interpolation, crop)."""
-    from ecvit.models.registry import create_model
-
-    with torch.device("meta"):
-        model = create_model(cfg.model.name, **cfg.model.args)
-    pcfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    """The variant's ``pretrained_cfg`` (input size, mean/std, interpolation, crop), read from
+    the registry: the preflight builds the model once, in :func:`_meta_model`."""
+    pcfg = default_cfg(cfg.model.name)
     if "input_size" not in pcfg:  # not a timm-style model: its img_size default, else 224
-        params = inspect.signature(type(model).__init__).parameters
+        params = inspect.signature(model_class(cfg.model.name).__init__).parameters
         default = params["img_size"].default if "img_size" in params else 224
         pcfg["input_size"] = (3, default, default)
     return pcfg
@@ -297,8 +256,6 @@ def _model_data_cfg(cfg: Config) -> dict[str, Any]:
 def _resolve_data_settings(cfg: Config) -> None:
     """Fill the data settings the user left unset: dataset first, then the model, then the
     data-only defaults (:func:`ecvit.data.build.fill_data_defaults`)."""
-    from ecvit.data.build import NATIVE_IMG_SIZE, OWN_STATS, fill_data_defaults
-
     d = cfg.data
     pcfg = _model_data_cfg(cfg)
     if d.img_size is None:
@@ -319,8 +276,6 @@ def _check_streamed(cfg: Config, train_set: Any) -> None:
     """A streamed source (webdataset shards) has no indices to sample, and each process and
     loader worker reads shards of its own: refuse what cannot work now, not at the first batch."""
     from torch.utils.data import IterableDataset
-
-    from ecvit.engine.distributed import launched_by_torchrun
 
     if not isinstance(train_set, IterableDataset):
         return
@@ -354,9 +309,6 @@ def _check_augment(cfg: Config) -> None:
 def _resume_plan(cfg: Config, num_classes: int, overwrite: bool = False) -> ResumePlan:
     """Fresh, resume or finished; another run's checkpoint is refused, naming the fields, and
     so is a fresh start over another run's files unless ``overwrite`` says to replace them."""
-    from ecvit.config import config_from_dict
-    from ecvit.engine.state import find_resume_checkpoint, load_training_checkpoint
-
     t = cfg.train
     if overwrite and t.resume:
         raise UsageError("--overwrite-output-dir starts the run over in OUTPUT_DIR; it cannot be "
@@ -403,5 +355,5 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-__all__ = ["RunPlan", "ResumePlan", "resolve", "eval_size", "check_model_args", "RUN_IDENTITY",
+__all__ = ["RunPlan", "ResumePlan", "resolve", "eval_size", "RUN_IDENTITY",
            "RESUMABLE_CHANGES"]

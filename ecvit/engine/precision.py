@@ -15,9 +15,10 @@ from typing import Any, ContextManager
 
 import torch
 
+from ecvit.config import AMP_CHOICES, DEVICES
 from ecvit.errors import UsageError
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # TRAIN.AMP / --amp (config.AMP_CHOICES) but off
 
 
 def resolve_device(name: str | torch.device | None, flag: str = "DEVICE") -> torch.device:
@@ -27,9 +28,9 @@ def resolve_device(name: str | torch.device | None, flag: str = "DEVICE") -> tor
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise UsageError(f"{flag} must be cpu or cuda, got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"{flag} must be cpu or cuda, got {name!r}")
+        raise UsageError(f"{flag} must be {' or '.join(DEVICES)}, got {name!r}") from None
+    if device.type not in DEVICES:
+        raise UsageError(f"{flag} must be {' or '.join(DEVICES)}, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"{flag} {name} was asked for but no CUDA device is available; use {flag} cpu")
     return device
@@ -54,8 +55,8 @@ class Precision:
     flag: str = field(default="TRAIN.AMP", compare=False)  # named in errors (``--amp`` for benchmark)
 
     def __post_init__(self) -> None:
-        if self.amp not in ("off", *AMP_DTYPES):
-            raise UsageError(f"{self.flag} must be one of 'off', 'bf16', 'fp16'; got {self.amp!r}")
+        if self.amp not in AMP_CHOICES:
+            raise UsageError(f"{self.flag} must be one of {', '.join(map(repr, AMP_CHOICES))}; got {self.amp!r}")
         if self.amp == "fp16" and self.device_type != "cuda":
             raise UsageError(f"{self.flag} fp16 needs a CUDA device (fp16 training relies on a "
                              f"gradient scaler and GPU kernels); use {self.flag} bf16 on CPU")

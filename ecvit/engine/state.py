@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecvit.checkpoint import read_checkpoint
 from ecvit.errors import CheckpointError
+from ecvit.io.checkpoint import read_checkpoint
+from ecvit.io.spec import CheckpointSpec
+from ecvit.models.registry import is_registered
 
 
 def seed_everything(seed: int) -> None:
@@ -77,15 +79,17 @@ def find_resume_checkpoint(resume: str, auto_resume: bool, output_dir: str | Pat
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint and check it carries what resuming needs, each field of its type."""
-    from ecvit.engine.spec import CheckpointSpec
-
     ckpt = read_checkpoint(path)
     missing = [k for k in ("model", "epoch", "optimizer") if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} cannot be resumed from: it has no {', '.join(missing)} "
                               "(use MODEL.PRETRAINED to start from its weights instead)")
     check_training_state(ckpt, str(path))
-    CheckpointSpec.from_checkpoint(ckpt, str(path))
+    spec = CheckpointSpec.from_checkpoint(ckpt, str(path))
+    model = (ckpt.get("config") or {}).get("MODEL")
+    if spec is not None and isinstance(model, dict) and model.get("NAME") != spec.model_name \
+            and isinstance(model.get("NAME"), str) and is_registered(model["NAME"]):
+        model["NAME"] = spec.model_name  # saved before a rename: the run's model by its new name
     return ckpt
 
 

@@ -9,38 +9,11 @@ builds trackers. W&B and MLflow are optional extras, imported only when asked fo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
-from ecvit.config import Config
-from ecvit.errors import UsageError
-
-LOGGER_CHOICES = ("tensorboard", "csv", "wandb", "mlflow")
-# the module each logger imports and the pip extra that installs it
-_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "ecvit[wandb]"),
-             "mlflow": ("mlflow", "ecvit[mlflow]")}
-
-
-def logger_names(cfg: Config) -> list[str]:
-    """``TRAIN.LOGGERS`` as a list (comma-separated; empty entries dropped)."""
-    return [name.strip() for name in cfg.train.loggers.split(",") if name.strip()]
-
-
-def check_loggers(cfg: Config) -> None:
-    """A UsageError naming ``TRAIN.LOGGERS`` for an unknown logger or a missing package."""
-    if cfg.train.log_every_steps < 0:
-        raise UsageError(f"TRAIN.LOG_EVERY_STEPS must be 0 (off) or positive, got {cfg.train.log_every_steps}")
-    for name in logger_names(cfg):
-        if name not in LOGGER_CHOICES:
-            raise UsageError(f"TRAIN.LOGGERS: unknown logger {name!r}; choose from "
-                             f"{', '.join(LOGGER_CHOICES)} (comma-separated)")
-        module, extra = _PACKAGES.get(name, (None, None))
-        if module and importlib.util.find_spec(module) is None:
-            raise UsageError(f"TRAIN.LOGGERS {name}: the {module} package is not installed; "
-                             f"pip install '{extra}' (or drop {name} from TRAIN.LOGGERS)")
-
+from ecvit.config import Config, check_loggers, logger_names
 
 def _numbers(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items()
@@ -189,5 +162,4 @@ def build_trackers(cfg: Config, folder: Path, purge_epoch: int = 0, purge_step: 
     return trackers
 
 
-__all__ = ["LOGGER_CHOICES", "Tracker", "TensorBoardTracker", "WandbTracker", "MlflowTracker",
-           "build_trackers", "check_loggers", "logger_names"]
+__all__ = ["Tracker", "TensorBoardTracker", "WandbTracker", "MlflowTracker", "build_trackers"]

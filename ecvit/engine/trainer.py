@@ -23,9 +23,7 @@ from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch import nn
 from tqdm import tqdm
 
-import ecvit
-from ecvit.checkpoint import save_atomic
-from ecvit.config import Config
+from ecvit.config import Config, logger_names
 from ecvit.engine import distributed as D
 from ecvit.engine.builder import build_model, training_spec
 from ecvit.engine.evaluate import evaluate
@@ -40,7 +38,9 @@ from ecvit.engine.runlock import RunLock
 from ecvit.engine.state import (clean_stale_temporaries, load_module_state, rng_state,
                                 seed_everything, set_rng_state)
 from ecvit.errors import CheckpointError, DataError, Preempted, TrainingError, UsageError
+from ecvit.io.checkpoint import save_atomic
 from ecvit.models import set_cpu_autocast_training
+from ecvit.version import __version__
 
 
 # What clusters send before preempting a job (SLURM: SIGUSR1 with --signal, then SIGTERM).
@@ -278,8 +278,6 @@ class _Run:
 
     def _logger_outputs(self) -> str:
         """``, summary.csv, tb/, ...``: what TRAIN.LOGGERS added to the output folder."""
-        from ecvit.engine.trackers import logger_names
-
         where = {"csv": "summary.csv", "tensorboard": "tb/", "wandb": "wandb/", "mlflow": "mlflow run"}
         return "".join(f", {where[name]}" for name in logger_names(self.cfg))
 
@@ -536,7 +534,7 @@ class _Run:
             "rng_ranks": rngs,
             "history": self.history,
             "resumes": self.resumes,
-            "version": ecvit.__version__,
+            "version": __version__,
         }
         if self.scaler is not None:
             ckpt["scaler"] = self.scaler.state_dict()

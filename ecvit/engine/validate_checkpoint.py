@@ -1,6 +1,6 @@
 """``validate(cfg, checkpoint)``: evaluate one checkpoint on the validation split.
 
-A checkpoint written by ``train`` brings its :class:`~ecvit.engine.spec.CheckpointSpec`:
+A checkpoint written by ``train`` brings its :class:`~ecvit.io.spec.CheckpointSpec`:
 the model is rebuilt from it and fed with its preprocessing (image size, mean/std,
 interpolation, crop), so the numbers match what training reported. The dataset is the
 config's (``ecvit validate`` starts from the checkpoint's own config, so by default the
@@ -20,17 +20,18 @@ from typing import Any
 
 import torch
 
-from ecvit.checkpoint import extract_state_dict, read_checkpoint
 from ecvit.config import Config
 from ecvit.engine import distributed as D
-from ecvit.engine.builder import build_model, model_from_checkpoint
+from ecvit.engine.builder import build_model
 from ecvit.engine.evaluate import evaluate, result_dict
 from ecvit.engine.loaders import eval_loader
 from ecvit.engine.outputs import check_output_dir, plot_confusion, write_json
 from ecvit.engine.plan import RunPlan, eval_size, resolve
 from ecvit.engine.precision import apply_cudnn
-from ecvit.engine.spec import CheckpointSpec, choose_ema
 from ecvit.errors import CheckpointError, UsageError, printable
+from ecvit.io.checkpoint import extract_state_dict, read_checkpoint
+from ecvit.io.spec import CheckpointSpec, choose_ema
+from ecvit.io.weights import model_from_checkpoint
 from ecvit.models import fuse
 
 

@@ -2,24 +2,38 @@
 
 Model entry points are registered with timm's ``register_model`` too, so after
 ``import ecvit`` the same names work in ``timm.create_model`` (features_only included).
+This module only builds networks; weights (``checkpoint_path=``, ``local-dir:`` folders)
+are loaded by :mod:`ecvit.io.weights`.
+
+Names that timm's own zoo could be mistaken for (timm has ``vit_*``, ``cait_*``, ``swin_*``
+models and a ``cait`` module) are registered with the prefix :data:`PREFIX`, in timm modules
+of their own (:data:`TIMM_MODULES`): ``dws_vit_tiny``, ``dws_cait_xxs24_dw``,
+``dws_swin_tiny_dw`` (the models of the depth-wise shortcut study, its baselines included).
+Their old names (``vit_tiny`` ...) still resolve here, with a DeprecationWarning, so old
+checkpoints and configs keep loading; timm knows only the new ones.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib.machinery
 import inspect
 import sys
+import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
+import yaml
+from timm.models import get_pretrained_cfg
 from timm.models import register_model as timm_register_model
 from torch import nn
 
-from ecvit.checkpoint import extract_state_dict, read_checkpoint
-from ecvit.errors import CheckpointError, UsageError
+from ecvit.config import coerce
+from ecvit.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -30,29 +44,100 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}  # deprecated name -> registered name
+
+PREFIX = "dws_"
+# the source module of a family whose names need PREFIX -> its timm module name (no timm
+# module has these names, so ``timm.list_models(module=...)`` lists only ours)
+TIMM_MODULES = {"vit_dw": "dws_vit", "cait": "dws_cait", "swin_dw": "dws_swin"}
 
 
 def register_model(paper: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register an entry point under its function name, here and in timm."""
+    """Decorator: register an entry point here and in timm, under its function name (with
+    :data:`PREFIX` for the families in :data:`TIMM_MODULES`, the old name kept as an alias)."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        timm_register_model(fn)
-        _MODELS[fn.__name__] = ModelEntry(fn.__name__, fn, paper)
+        family = fn.__module__.rsplit(".", 1)[-1]
+        if family in TIMM_MODULES:
+            entry = _renamed_entry(fn, PREFIX + fn.__name__, TIMM_MODULES[family])
+            _ALIASES[fn.__name__] = entry.__name__
+        else:
+            entry = fn
+        timm_register_model(entry)
+        _MODELS[entry.__name__] = ModelEntry(entry.__name__, entry, paper)
         return fn
 
     return wrap
 
 
+def _renamed_entry(fn: Callable[..., nn.Module], name: str, module_name: str) -> Callable[..., nn.Module]:
+    """``fn`` as the entry point ``name`` of the timm module ``module_name``: timm reads an
+    entry point's name and module, and its default cfg from that module's ``default_cfgs``."""
+    full = f"{__name__.rsplit('.', 1)[0]}.{module_name}"
+    module = sys.modules.get(full)
+    if module is None:
+        module = types.ModuleType(full, f"timm's view of {fn.__module__}'s models (see ecvit.models.registry)")
+        module.__spec__ = importlib.machinery.ModuleSpec(full, None)
+        module.default_cfgs = {}  # type: ignore[attr-defined]
+        sys.modules[full] = module
+    own_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
+    if fn.__name__ in own_cfgs:
+        module.default_cfgs[name] = own_cfgs[fn.__name__]  # type: ignore[attr-defined]
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if not kwargs.get("pretrained_cfg"):  # the family builds under its old variant name
+            kwargs["pretrained_cfg"] = get_pretrained_cfg(name)
+        return fn(pretrained=pretrained, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__, entry.__doc__, entry.__wrapped__ = full, fn.__doc__, fn  # type: ignore[attr-defined]
+    setattr(module, name, entry)
+    return entry
+
+
+def resolve_name(name: str) -> str:
+    """The registered name of ``name``: itself, or for a deprecated name the new one (with a
+    DeprecationWarning naming it)."""
+    if name in _ALIASES:
+        warnings.warn(f"model name {name!r} is deprecated; use {_ALIASES[name]!r}",
+                      DeprecationWarning, stacklevel=_outside_ecvit())
+        return _ALIASES[name]
+    return name
+
+
+def _outside_ecvit() -> int:
+    """The ``stacklevel`` of the first caller outside this package: a warning names user code."""
+    package = str(Path(__file__).resolve().parent.parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def is_registered(name: str) -> bool:
+    """True for a registered name or a deprecated one that still resolves."""
+    return name in _MODELS or name in _ALIASES
+
+
 def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted; ``pattern`` is a shell wildcard like ``"cvt*"``."""
+    """Registered model names, sorted; ``pattern`` is a shell wildcard like ``"cvt*"``.
+
+    A pattern that matches deprecated names (``"vit_tiny*"``) also lists their new names.
+    """
     names = sorted(_MODELS)
     if pattern:
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+        matched = {n for n in names if fnmatch.fnmatch(n, pattern)}
+        renamed = {_ALIASES[a] for a in _ALIASES if fnmatch.fnmatch(a, pattern)} - matched
+        if renamed:
+            warnings.warn(f"model pattern {pattern!r} matches deprecated names; their new names "
+                          f"are {', '.join(sorted(renamed))}", DeprecationWarning, stacklevel=_outside_ecvit())
+        names = sorted(matched | renamed)
     return names
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The entry for ``name``, or a UsageError suggesting the closest names."""
+    """The entry for ``name`` (deprecated names resolve), or a UsageError suggesting the closest."""
+    name = resolve_name(name)
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_models())}"
@@ -66,16 +151,30 @@ GENERIC_ARGS = {"num_classes": "DATA.NUM_CLASSES (the dataset's classes)", "img_
                 "in_chans": "DATA.IN_CHANS"}
 
 
-def model_arguments(name: str) -> dict[str, inspect.Parameter]:
-    """The constructor arguments of ``name``'s family, read from its class signature.
-
-    The variant is built once on the meta device (no memory, no compute) to find its class;
-    the generic arguments (:data:`GENERIC_ARGS`) are left out: they have config keys of
-    their own.
-    """
+def model_class(name: str) -> type[nn.Module]:
+    """The class ``name`` builds: its entry point's return annotation, or (an entry point
+    without one) the class of the variant built on the meta device (no memory, no compute)."""
+    fn = inspect.unwrap(model_entry(name).fn)
+    ret = fn.__annotations__.get("return")
+    cls = fn.__globals__.get(ret) if isinstance(ret, str) else ret
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        return cls
     with torch.device("meta"):
-        model = create_model(name)
-    params = inspect.signature(type(model).__init__).parameters
+        return type(create_model(name))
+
+
+def default_cfg(name: str) -> dict[str, Any]:
+    """The variant's timm ``pretrained_cfg`` (input size, mean/std, interpolation, crop) as
+    registered, without building it; {} for an entry point that registered none."""
+    cfg = get_pretrained_cfg(model_entry(name).name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def model_arguments(name: str) -> dict[str, inspect.Parameter]:
+    """The constructor arguments of ``name``'s family, read from its class signature; the
+    generic arguments (:data:`GENERIC_ARGS`) are left out: they have config keys of their own.
+    """
+    params = inspect.signature(model_class(name).__init__).parameters
     return {k: p for k, p in params.items()
             if k != "self" and k not in GENERIC_ARGS
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
@@ -86,103 +185,63 @@ def create_model(
     num_classes: int = 1000,
     img_size: int | None = None,
     drop_path_rate: float | None = None,
-    checkpoint_path: str | Path | None = None,
-    finetune: bool = False,
-    pretrained_layers: Sequence[str] = ("*",),
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model, optionally loading weights from ``checkpoint_path``.
+    """Build a registered model, freshly initialised (weights: :func:`ecvit.io.weights.create_model`).
 
-    ``checkpoint_path`` accepts our training checkpoints, plain state dicts, safetensors,
-    official CvT ``.pth`` files and transformers-layout CvT weights, and model folders
-    (``ecvit export --format hf``, timm's, transformers' CvT): a folder path,
-    ``local-dir:DIR`` or ``hf-hub:ORG/NAME`` (the local Hugging Face cache when offline).
-    ``name`` itself may be ``local-dir:DIR`` / ``hf-hub:ORG/NAME``: the folder's model, class
-    count and preprocessing, its weights loaded (``pretrained=False``: only built). With ``finetune=True``
-    a classifier whose class count differs is left freshly initialised instead of failing.
-    ``pretrained_layers`` (the official CvT PRETRAINED_LAYERS): the top-level modules
-    (``stage0``, ``norm``, ``head`` ...) taken from the checkpoint; ``"*"`` takes all.
+    ``None`` values (image size, drop path) leave the variant's own defaults in place.
     """
-    if name.startswith(("local-dir:", "hf-hub:")):  # a hub-style folder describes its own model
-        from ecvit.hub import model_from_folder
-
-        return model_from_folder(name, pretrained=kwargs.pop("pretrained", True))
+    if "checkpoint_path" in kwargs:
+        raise UsageError("ecvit.models.create_model builds networks only; load weights with "
+                         "ecvit.create_model(name, checkpoint_path=...) (ecvit.io.weights)")
     entry = model_entry(name)
     if img_size is not None:
         kwargs["img_size"] = img_size
     if drop_path_rate is not None:
         kwargs["drop_path_rate"] = drop_path_rate
     try:
-        model = entry.fn(pretrained=False, num_classes=num_classes, **kwargs)
+        return entry.fn(pretrained=False, num_classes=num_classes, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"cannot build {name}: {exc}") from None
-    if checkpoint_path:
-        load_weights(model, checkpoint_path, finetune=finetune, layers=pretrained_layers)
-    return model
+        raise UsageError(f"cannot build {entry.name}: {exc}") from None
 
 
-def load_weights(model: nn.Module, path: str | Path, finetune: bool = False,
-                 layers: Sequence[str] = ("*",)) -> None:
-    """Load weights safely into ``model``; mismatches raise a CheckpointError naming tensors.
-
-    A checkpoint written by ``ecvit train`` also brings its preprocessing (input size,
-    mean/std, interpolation, crop) into the model's ``pretrained_cfg``, unless ``finetune``
-    starts a new task.
-    """
-    from ecvit.hub import is_folder_source, read_folder
-
-    ckpt = read_folder(path) if is_folder_source(path) else read_checkpoint(path)
-    state = extract_state_dict(ckpt)
-    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state = filter_fn(state, model)
-    own = model.state_dict()
-    partial = "*" not in layers
-    if partial:  # only the named top-level modules come from the file; the rest keep their init
-        unknown = sorted(set(layers) - {k.split(".")[0] for k in own})
-        if unknown:
-            tops = sorted({k.split(".")[0] for k in own})
-            raise UsageError(f"MODEL.PRETRAINED_LAYERS: {type(model).__name__} has no module "
-                             f"{unknown[0]!r}; its top-level modules are {', '.join(tops)}")
-        state = {k: v for k, v in state.items() if k.split(".")[0] in layers}
-        own = {k: v for k, v in own.items() if k.split(".")[0] in layers}
-    head_keys = _classifier_keys(model, own)
-    if finetune:  # a head of another shape stays freshly initialised
-        state = {k: v for k, v in state.items()
-                 if not (k in head_keys and k in own and own[k].shape != v.shape)}
-    missing = [k for k in own if k not in state and not (finetune and k in head_keys)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                      for k in wrong[:5]]
-            parts.append("shape mismatch " + "; ".join(shapes) + (" ..." if len(wrong) > 5 else ""))
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        hint = (" (use --finetune to start a new classifier)"
-                if wrong and set(wrong) <= head_keys else "")
-        raise CheckpointError(f"{path} does not fit {type(model).__name__}: " + "; ".join(parts) + hint)
-    model.load_state_dict(state, strict=not (finetune or partial))
-    if not finetune and not partial:
-        from ecvit.engine.builder import adopt_preprocessing
-        from ecvit.engine.spec import CheckpointSpec
-
-        spec = CheckpointSpec.from_checkpoint(ckpt, str(path))
-        if spec is not None:
-            adopt_preprocessing(model, spec)
+def check_model_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """MODEL.ARGS checked against ``name``'s constructor: known names, values of its types."""
+    if not args:
+        return {}
+    params = model_arguments(name)
+    known = ", ".join(params)
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key in GENERIC_ARGS:
+            raise UsageError(f"MODEL.ARGS.{key.upper()}: {key} is set by {GENERIC_ARGS[key]}, "
+                             "not through MODEL.ARGS")
+        if key not in params:
+            raise UsageError(f"MODEL.ARGS: {name} takes no argument {key!r}; its arguments are: {known}")
+        out[key] = _coerce_arg(value, params[key], f"MODEL.ARGS.{key.upper()}", name)
+    return out
 
 
-def _classifier_keys(model: nn.Module, keys: dict[str, torch.Tensor]) -> set[str]:
-    """The ``keys`` of the classifier named in the model's timm pretrained_cfg."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    heads = cfg.get("classifier", "head")
-    heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    return {k for k in keys if any(k.startswith(h + ".") for h in heads)}
+def _coerce_arg(value: Any, param: inspect.Parameter, key: str, model: str) -> Any:
+    """A value given as text or a one-item list, brought to the parameter's annotated type."""
+    hint = param.annotation if isinstance(param.annotation, str) else getattr(
+        param.annotation, "__name__", str(param.annotation))
+    first = hint.split("|")[0].strip()
+    if isinstance(value, str) and ("Sequence" in first or "list" in first or "tuple" in first):
+        value = [yaml.safe_load(v) for v in value.strip("[]()").split(",") if v.strip()]
+    if first in ("int", "float", "bool") and isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]  # --num-heads 3 on a single-width model
+    if first in ("int", "float", "bool"):
+        if value is None and "None" in hint:
+            return None
+        return coerce(value, {"int": int, "float": float, "bool": bool}[first], key, model)
+    if first.startswith("Literal["):
+        choices = [c.strip().strip("'\"") for c in first[len("Literal["):-1].split(",")]
+        if str(value) not in choices:
+            raise UsageError(f"{key} must be one of {', '.join(choices)} for {model}, got {value!r}")
+    return value
 
 
-__all__ = ["register_model", "list_models", "create_model", "load_weights", "model_entry",
-           "ModelEntry", "model_arguments", "GENERIC_ARGS"]
+__all__ = ["register_model", "list_models", "create_model", "model_entry", "ModelEntry", "model_arguments",
+           "model_class", "default_cfg",
+           "check_model_args", "resolve_name", "is_registered", "GENERIC_ARGS", "PREFIX", "TIMM_MODULES"]

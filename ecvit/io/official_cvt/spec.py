@@ -14,6 +14,7 @@ import inspect
 from typing import Any
 
 from ecvit.errors import UsageError
+from ecvit.models.cvt import CvT
 
 # official SPEC list -> CvT constructor argument
 SPEC_ARGS = {
@@ -38,8 +39,6 @@ def spec_to_model(spec: dict[str, Any], source: str) -> tuple[str, dict[str, Any
     A list that is missing takes CvT-13's value; every list must have NUM_STAGES entries
     (a single value stands for all stages).
     """
-    from ecvit.models.cvt import CvT
-
     num_stages = spec.get("NUM_STAGES")
     if num_stages is None:
         num_stages = len(spec["DIM_EMBED"]) if isinstance(spec.get("DIM_EMBED"), list) else 3

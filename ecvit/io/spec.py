@@ -15,6 +15,7 @@ from typing import Any
 
 from ecvit.config import CROP_MODE_CHOICES, INTERPOLATION_CHOICES, MAX_CLASSES, MAX_IMG_SIZE
 from ecvit.errors import CheckpointError, UsageError
+from ecvit.models.registry import check_model_args, is_registered, resolve_name
 
 # Where the weights sit in a checkpoint written by ``train``.
 RAW, EMA = "model", "model_ema"
@@ -97,8 +98,6 @@ class CheckpointSpec:
 
     def checked_model_args(self, source: str) -> CheckpointSpec:
         """``model_args`` checked against the family's constructor, like MODEL.ARGS."""
-        from ecvit.engine.plan import check_model_args
-
         own = dict(self.model_args)
         in_chans = own.pop("in_chans", 3)  # written for one-channel runs (DATA.IN_CHANS 1)
         if in_chans not in (1, 3) or isinstance(in_chans, bool):
@@ -136,12 +135,10 @@ class _FieldReader:
         return default if value is None or value == "" else value
 
     def model_name(self) -> str:
-        from ecvit.models.registry import list_models
-
         name = self.ckpt.get("model_name")
-        if not isinstance(name, str) or name not in list_models():
+        if not isinstance(name, str) or not is_registered(name):
             raise self._bad("model_name", "a registered model name (see `ecvit models`)")
-        return name
+        return resolve_name(name)  # a checkpoint from before a rename names the old one
 
     def integer(self, key: str, low: int, high: int, default: int | None = None) -> int:
         value = self._get(key, default)

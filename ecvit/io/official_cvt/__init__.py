@@ -4,7 +4,7 @@ A user of the official repository brings ``experiments/imagenet/cvt/*.yaml`` and
 ``ecvit train --cfg FILE`` (or ``bash run.sh -g N -t train --cfg FILE``). The file is
 recognised by keys only the official schema has (``MODEL.SPEC``, ``DATASET``, ``WORKERS``,
 ``TRAIN.BATCH_SIZE_PER_GPU`` ...), merged over the official defaults
-(:mod:`ecvit.official_cvt.defaults`, as the official loader does, ``BASE`` files first),
+(:mod:`ecvit.io.official_cvt.defaults`, as the official loader does, ``BASE`` files first),
 checked key by key (an unknown key is one line with a suggestion), and mapped onto our keys
 with the official meaning: :func:`translate`. Trailing ``KEY VALUE`` overrides that name
 official keys are applied in the official namespace (``TEST.MODEL_FILE``, ``DATASET.ROOT``);
@@ -19,9 +19,10 @@ import difflib
 from pathlib import Path
 from typing import Any, Sequence
 
+from ecvit.config import Config, _yaml_scalar, merge_dict, nested_from_key, read_yaml
 from ecvit.errors import UsageError
-from ecvit.official_cvt.defaults import DEFAULTS, NO_EFFECT, OPEN_SECTIONS
-from ecvit.official_cvt.translate import to_ours
+from ecvit.io.official_cvt.defaults import DEFAULTS, NO_EFFECT, OPEN_SECTIONS
+from ecvit.io.official_cvt.translate import to_ours
 
 MAX_BASE_DEPTH = 8  # BASE files including BASE files: a cycle is refused
 
@@ -45,8 +46,6 @@ def _paths(data: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def _our_paths() -> set[str]:
-    from ecvit.config import Config
-
     return _paths(Config().to_dict())
 
 
@@ -60,6 +59,13 @@ def official_key_of(data: dict[str, Any]) -> str | None:
 def is_official(data: dict[str, Any]) -> bool:
     """Whether a YAML mapping is a microsoft/CvT experiment (a key only that schema has)."""
     return official_key_of(data) is not None
+
+
+def translate_if_official(data: dict[str, Any], path: str | Path, overrides: Sequence[str] = ()
+                          ) -> tuple[dict[str, Any], dict[str, Any], list[str]] | None:
+    """:func:`translate` for a microsoft/CvT experiment file, None for any other mapping: the
+    :data:`ecvit.config.Dialect` the command line hands to :func:`ecvit.config.load_config`."""
+    return translate(data, path, overrides) if is_official(data) else None
 
 
 def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] = ()
@@ -95,7 +101,6 @@ def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] =
             rest += [key, text]
     if not official_items:
         return ours, {}, rest
-    from ecvit.config import nested_from_key
 
     for key, value in official_items:
         _merge_checked(merged, nested_from_key(key, value), "override", given)
@@ -105,8 +110,6 @@ def translate(data: dict[str, Any], path: str | Path, overrides: Sequence[str] =
 
 def _merge_file(merged: dict[str, Any], data: dict[str, Any], path: Path, given: set[str], depth: int) -> None:
     """BASE files (relative to ``path``) first, then the file itself, as the official loader."""
-    from ecvit.config import read_yaml
-
     if depth > MAX_BASE_DEPTH:
         raise UsageError(f"{path}: BASE files nest more than {MAX_BASE_DEPTH} deep (a cycle?)")
     bases = data.get("BASE", [""])
@@ -187,8 +190,6 @@ def _official_key(key: str, known: set[str]) -> bool:
 
 def _check_ours(key: str, text: str, known: set[str]) -> None:
     """An override that is neither official nor ours: the official error, with its suggestion."""
-    from ecvit.config import Config, merge_dict, nested_from_key
-
     try:
         merge_dict(Config(), nested_from_key(key.upper(), ""), source="override")
     except UsageError as exc:
@@ -203,8 +204,6 @@ def _check_ours(key: str, text: str, known: set[str]) -> None:
 
 
 def _parse(text: str) -> Any:
-    from ecvit.config import _yaml_scalar
-
     return _yaml_scalar(text) if text != "" else ""
 
 
@@ -221,4 +220,4 @@ def _diff(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["is_official", "translate", "official_paths"]
+__all__ = ["is_official", "translate", "translate_if_official", "official_paths"]

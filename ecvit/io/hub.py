@@ -1,12 +1,10 @@
-"""Hub-style model folders: ``config.json`` + ``model.safetensors`` (+ a README model card).
+"""Hub-style model folders, written: ``config.json`` + ``model.safetensors`` + a README model card.
 
 ``ecvit export --format hf`` writes the folder timm's ``local-dir:`` / ``hf-hub:`` loaders
 read (``architecture``, ``num_classes``, ``label_names``, ``model_args`` and a
 ``pretrained_cfg`` holding the checkpoint's own preprocessing, not timm's 224 px ImageNet
-defaults). Such a folder, an ``hf-hub:ORG/NAME`` repository (from the local Hugging Face
-cache when ``HF_HUB_OFFLINE=1``) or a transformers CvT folder is accepted wherever weights
-are: ``create_model("local-dir:DIR")``, ``checkpoint_path=``, ``--pretrained``.
-Only safetensors (or the weights-only checkpoint loader) is read: nothing in a folder runs.
+defaults). Such a folder is accepted wherever weights are (:mod:`ecvit.io.folders` reads it):
+``create_model("local-dir:DIR")``, ``checkpoint_path=``, ``--pretrained``.
 """
 
 from __future__ import annotations
@@ -17,112 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from ecvit.checkpoint import read_checkpoint, storage_message, write_files_atomic
-from ecvit.errors import CheckpointError, StorageError, UsageError
+from ecvit.errors import StorageError, UsageError
+from ecvit.io.checkpoint import read_checkpoint, storage_message, write_files_atomic
+from ecvit.io.folders import CARD, CONFIG, WEIGHTS
+from ecvit.io.weights import load_for_inference
+from ecvit.models.registry import model_entry
 
-SOURCES = ("local-dir:", "hf-hub:")
-CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
 CARD_MARK = "Image classifier built with ecvit:"  # how an export recognises a card it wrote
-WEIGHT_FILES = (WEIGHTS, "pytorch_model.bin")  # in the order timm and transformers prefer them
-
-
-def is_folder_source(ref: str | Path) -> bool:
-    """True for ``local-dir:DIR``, ``hf-hub:ORG/NAME`` and plain folders."""
-    text = str(ref)
-    return text.startswith(SOURCES) or Path(text).is_dir()
-
-
-def resolve_folder(ref: str | Path) -> Path:
-    """The local folder behind ``ref``; ``hf-hub:`` goes through ``huggingface_hub``'s cache."""
-    text = str(ref)
-    if text.startswith("hf-hub:"):
-        from huggingface_hub import snapshot_download
-
-        repo_id, _, revision = text[len("hf-hub:"):].partition("@")
-        try:
-            return Path(snapshot_download(repo_id, revision=revision or None,
-                                          allow_patterns=[CONFIG, "*.safetensors", "*.bin", CARD]))
-        except Exception as exc:  # offline cache miss, unknown repo, bad id: one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(f"{text}: not found in the Hugging Face cache and not "
-                                  f"downloadable ({first})") from None
-    folder = Path(text[len("local-dir:"):] if text.startswith("local-dir:") else text)
-    if not folder.is_dir():
-        raise CheckpointError(f"{text}: no such folder")
-    return folder
-
-
-def check_folder(ref: str | Path) -> tuple[Path, Path]:
-    """``(config.json, weights file)`` of a model folder, or one line naming what is missing."""
-    folder = resolve_folder(ref)
-    config_file = folder / CONFIG
-    if not config_file.is_file():
-        raise CheckpointError(f"{config_file}: missing; a model folder holds {CONFIG} and {WEIGHTS}")
-    weights = next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f"{folder}: no {' or '.join(WEIGHT_FILES)} beside {CONFIG}")
-    return config_file, weights
-
-
-def read_folder(ref: str | Path) -> dict[str, Any]:
-    """A model folder as a checkpoint dict (``read_checkpoint``'s shape): weights under
-    ``"model"`` and, for folders this project or timm wrote, the model description."""
-    config_file, weights = check_folder(ref)
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_file}: expected a JSON object")
-    ckpt = read_checkpoint(weights)
-    state = ckpt.get("model", ckpt)
-    if "architecture" in config:
-        return {"model": state, **_description(config, config_file)}
-    if config.get("model_type") == "cvt":  # transformers' CvtForImageClassification.save_pretrained
-        return {"model": state}
-    raise CheckpointError(f"{config_file}: neither a timm/ecvit config (no 'architecture') "
-                          "nor a transformers CvT config (model_type 'cvt')")
-
-
-def _description(config: dict[str, Any], source: Path) -> dict[str, Any]:
-    """The CheckpointSpec fields a timm-style config.json holds."""
-    pre = config.get("pretrained_cfg") or {}
-    size = pre.get("input_size") or (3, 224, 224)
-    if not isinstance(pre, dict) or not isinstance(size, (list, tuple)) or len(size) != 3:
-        raise CheckpointError(f"{source}: pretrained_cfg.input_size must be [channels, height, width]")
-    names = config.get("label_names", pre.get("label_names"))
-    return {
-        "model_name": config["architecture"],
-        "num_classes": config.get("num_classes", pre.get("num_classes")),
-        "class_names": list(names) if isinstance(names, (list, tuple)) else None,
-        "img_size": size[-1],
-        "mean": pre.get("mean"), "std": pre.get("std"),
-        "interpolation": pre.get("interpolation"),
-        "crop_pct": pre.get("crop_pct"), "crop_mode": pre.get("crop_mode"),
-        "model_args": {k: v for k, v in (config.get("model_args") or {}).items() if k != "img_size"},
-    }
-
-
-def model_from_folder(ref: str, pretrained: bool = True) -> nn.Module:
-    """``create_model("local-dir:DIR" | "hf-hub:ORG/NAME")``: the model the folder describes,
-    its weights loaded (``pretrained=False``: freshly initialised) and its preprocessing in
-    ``pretrained_cfg``."""
-    from ecvit.engine.builder import adopt_preprocessing, model_from_checkpoint
-    from ecvit.engine.spec import CheckpointSpec
-    from ecvit.models.registry import create_model
-
-    ckpt = read_folder(ref)
-    if "model_name" not in ckpt:
-        raise CheckpointError(f"{ref}: a transformers CvT folder names no ecvit model; load it "
-                              "with create_model('cvt_13', checkpoint_path=...) (or the variant "
-                              "it was trained as)")
-    if pretrained:
-        return model_from_checkpoint(ckpt, f"{ref}/{CONFIG}")[0]
-    spec = CheckpointSpec.from_checkpoint(ckpt, f"{ref}/{CONFIG}")
-    model = create_model(spec.model_name, num_classes=spec.num_classes, img_size=spec.img_size,
-                         **spec.model_args)
-    adopt_preprocessing(model, spec)
-    return model
 
 
 # ---------------------------------------------------------------- export
@@ -134,8 +33,6 @@ def export_hf(checkpoint: Path, out: Path | None, use_ema: bool | None = None) -
     other file: only those files are replaced, and a README.md that ecvit did not write is
     kept, as timm keeps a repository's own card. The files are staged beside their targets
     and renamed together, so a refused write leaves the folder as it was."""
-    from ecvit.engine import load_for_inference
-
     out = Path(out) if out else checkpoint.with_name(checkpoint.stem + "-hf")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder; name a folder (new, or a "
@@ -198,7 +95,6 @@ def model_card(checkpoint: Path, spec: Any) -> str:
     """README.md: what the model is, what it was trained on and how, and how well it did."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ecvit.models.registry import model_entry
 
     data = ModelCardData(library_name="timm", pipeline_tag="image-classification",
                          tags=["image-classification", "timm", "ecvit"])
@@ -267,6 +163,5 @@ def _num(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-__all__ = ["export_hf", "check_folder", "read_folder", "resolve_folder", "model_from_folder", "is_folder_source",
-           "hf_config", "model_card", "SOURCES"]
+__all__ = ["export_hf", "hf_config", "model_card"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ecvit.errors import UsageError
-from ecvit.official_cvt.defaults import PIL_INTERPOLATION
-from ecvit.official_cvt.spec import spec_to_model
+from ecvit.io.official_cvt.defaults import PIL_INTERPOLATION
+from ecvit.io.official_cvt.spec import spec_to_model
 
 # official TRAIN.OPTIMIZER -> ours (timm names); 'sgd' depends on TRAIN.NESTEROV
 OPTIMIZERS = {"adamW": "adamw", "adam": "adam"}
