@@ -361,7 +361,7 @@ def test_run_sh_tests_an_official_file_with_a_model_file(tmp_path, folder):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(ROOT / "run.sh"), "-g", "1", "-t", "test", "--cfg", str(path),
                            *small_run(folder, tmp_path), "TEST.MODEL_FILE", str(weights)],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "samples 4" in proc.stdout and "no effect: " in proc.stdout
 

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from _cli_helpers import ROOT
 from ecvit import openmp
 from ecvit.cli import apply_openmp_flag, build_parser, main
 from ecvit.errors import UsageError
@@ -34,7 +33,7 @@ def _clean_env() -> dict[str, str]:
 def test_import_sets_the_short_spin_only_where_it_can_and_may(first, env, expected):
     code = f"import os, {first}; print(os.environ.get('GOMP_SPINCOUNT'))"
     done = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), **env}, capture_output=True,
-                          text=True, cwd=ROOT, check=True)
+                          text=True, check=True)
     assert done.stdout.strip() == expected
 
 
@@ -42,7 +41,7 @@ def test_import_sets_the_short_spin_only_where_it_can_and_may(first, env, expect
 def test_openmp_torch_flag_restarts_under_openmps_default():
     def device_line(*flags: str) -> str:
         done = subprocess.run([sys.executable, "-m", "ecvit", "train", "--dry-run", *flags], env=_clean_env(),
-                              capture_output=True, text=True, cwd=ROOT, check=True)
+                              capture_output=True, text=True, check=True)
         return next(line for line in done.stdout.splitlines() if line.startswith("# device"))
 
     assert f"spin {openmp.SPINCOUNT} rounds, then sleep" in device_line()
