@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _cli_helpers import run_entry
+from _cli_helpers import run_main
 from PIL import Image
 
 from ecvit.cli import CONFIG_FLAGS, TRAIN, VALIDATE, build_parser, config_from_args, get_key, main
@@ -24,11 +24,6 @@ TINY = ["--dataset", "simulated", "--train-size", "48", "--val-size", "24", "--n
 
 def parse(argv):
     return build_parser().parse_args(argv)
-
-
-def run_main(argv, capsys):
-    return run_entry(main, argv, capsys)
-
 
 
 def dry_run_config(argv, capsys) -> dict:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from _cli_helpers import run_entry
+from _cli_helpers import run_entry, run_main
 from PIL import Image
 
 from ecvit.checkpoint import read_checkpoint
@@ -22,11 +22,6 @@ RUN = ["--img-size", "32", "--batch-size", "8", "--epochs", "2", "--device", "cp
 def train_argv(*argv):
     """``ecvit train`` with the small run's flags; KEY VALUE overrides stay last."""
     return ["train", *RUN, *argv, "TRAIN.WARMUP_EPOCHS", "0"]
-
-
-def run_main(argv, capsys):
-    return run_entry(main, argv, capsys)
-
 
 
 def make_folder(root, classes=CLASSES, per_class=6, seed=0):
