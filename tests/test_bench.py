@@ -97,6 +97,7 @@ def test_workload_channels_last_and_logits_fn():
     assert w.inputs(2)[0] is x  # the same inputs every step
 
 
+@pytest.mark.slow
 def test_workload_compile_freezes_inference_and_still_trains():
     """--compile: the inference graph is frozen (weights as constants) and equals eager."""
     model = tiny_net().eval()

@@ -342,6 +342,7 @@ def test_pos_embed_resampled_when_loading_other_img_size(tmp_path):
     torch.testing.assert_close(dst.pos_embed, expected)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager():
     model = tiny_model(img_size=64).eval()
     x = torch.randn(2, 3, 64, 64)  # 8x8 grid: padded windows and the mask are compiled too
@@ -417,6 +418,7 @@ def test_stem_depthwise_convs_run_in_fp32_when_training_under_the_cpu_switch():
     assert seen[-1] == ("dw", torch.bfloat16)  # eval folds the BN into the pointwise conv (no hook)
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_attention_training_under_the_cpu_switch():
     attn = set_cpu_autocast_training(PartitionedAttention(16, 2, block_size=4), True)
     cls, x = torch.randn(2, 16, requires_grad=True), torch.randn(2, 6, 5, 16)

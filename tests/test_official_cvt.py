@@ -273,6 +273,7 @@ def test_repeated_aug_sampler_spreads_three_copies_over_ranks():
     assert all(len(r) == 3 for r in ranks.values())  # each copy is augmented on another rank
 
 
+@pytest.mark.slow
 def test_valid_labels_evaluate_a_subset_of_the_outputs(tmp_path, folder, capsys):
     """A 5-output model (official-layout state dict) tested on 2 classes through outputs 1 and 3."""
     torch.manual_seed(0)

@@ -108,6 +108,7 @@ def test_an_input_that_matches_nothing_is_one_line_exit_2(ckpt, tmp_path, monkey
 # ------------------------------------------------------------------------ results files
 
 
+@pytest.mark.slow
 def test_results_files_csv_json_parquet_match_the_api(ckpt, tmp_path, capsys):
     images = write_images(tmp_path / "imgs", CONSOLE_IMAGES + 3)
     expected = predict(ckpt, images, topk=3)
