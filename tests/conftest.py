@@ -34,3 +34,25 @@ def _own_cwd(tmp_path, monkeypatch):
     the repository files are reached through absolute paths (``ROOT``) only."""
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture(scope="session")
+def pets_folder(tmp_path_factory) -> Path:
+    """The shared run's data: ``_runs.make_folder``, 6 train and 6 val images per class."""
+    from _runs import make_folder
+
+    return make_folder(tmp_path_factory.mktemp("data") / "pets")
+
+
+@pytest.fixture(scope="session")
+def pets_run(pets_folder, tmp_path_factory) -> Path:
+    """The folder of one finished ``ecvit train`` run on ``pets_folder`` (trained once per
+    session): tests may read it and validate it, never train into it or change its checkpoints."""
+    from _runs import train_argv
+
+    from ecvit.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "pets"
+    assert main(train_argv("--dataset", "folder", "--data-path", str(pets_folder),
+                           "--output-dir", str(out))) == 0
+    return out
