@@ -56,3 +56,16 @@ def pets_run(pets_folder, tmp_path_factory) -> Path:
     assert main(train_argv("--dataset", "folder", "--data-path", str(pets_folder),
                            "--output-dir", str(out))) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory) -> Path:
+    """The folder of one finished 1-epoch run of the engine's probe model on 4 simulated
+    classes (``_engine_helpers.tiny_cfg``), trained once per session; read-only for tests."""
+    from _engine_helpers import tiny_cfg
+
+    from ecvit.engine import train
+
+    out = tmp_path_factory.mktemp("probe_run")
+    train(tiny_cfg(out, "TRAIN.EPOCHS", "1", model="engine_probe_net"))
+    return out

@@ -29,13 +29,10 @@ PROBE = "engine_probe_net"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 1-epoch run of the probe model: out/checkpoint.pth and model_best.pth."""
-    from ecvit.engine import train
-
-    out = tmp_path_factory.mktemp("trained")
-    train(tiny_cfg(out, "TRAIN.EPOCHS", "1", model=PROBE))
-    return out
+def trained(probe_run) -> Path:
+    """A finished 1-epoch run of the probe model: out/checkpoint.pth and model_best.pth
+    (the session's shared ``conftest.probe_run``)."""
+    return probe_run
 
 
 def _one_line_error(err: str) -> str:
