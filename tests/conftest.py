@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
@@ -31,7 +29,7 @@ def _session_cwd(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _own_cwd(tmp_path, monkeypatch):
     """Each test runs in its own empty folder: whatever it writes to ``.`` stays there, and
-    the repository files are reached through absolute paths (``ROOT``) only."""
+    the repository's files are reached through absolute paths only."""
     monkeypatch.chdir(tmp_path)
     yield
 
@@ -47,7 +45,8 @@ def pets_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pets_run(pets_folder, tmp_path_factory) -> Path:
     """The folder of one finished ``ecvit train`` run on ``pets_folder`` (trained once per
-    session): tests may read it and validate it, never train into it or change its checkpoints."""
+    session): tests read and validate it; a command run on it must leave its checkpoints as
+    they are."""
     from _runs import train_argv
 
     from ecvit.cli import main
