@@ -21,6 +21,13 @@ def run_entry(entry: Callable[[Sequence[str]], int], argv: Sequence[str], capsys
     return code, out, err
 
 
+def run_main(argv: Sequence[str], capsys) -> tuple[int, str, str]:
+    """``ecvit ARGV`` in-process: (exit code, stdout, stderr)."""
+    from ecvit.cli import main
+
+    return run_entry(main, [str(a) for a in argv], capsys)
+
+
 def load_script(relative_path: str, name: str) -> ModuleType:
     """A script of the repository (e.g. ``benchmarks/compare.py``) imported as module ``name``."""
     spec = importlib.util.spec_from_file_location(name, ROOT / relative_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _cli_helpers import run_entry
+from _cli_helpers import run_main
 from PIL import Image
 
 from ecvit.cli import CONFIG_FLAGS, TRAIN, VALIDATE, build_parser, config_from_args, get_key, main
@@ -25,11 +25,6 @@ TINY = ["--dataset", "simulated", "--train-size", "48", "--val-size", "24", "--n
 
 def parse(argv):
     return build_parser().parse_args(argv)
-
-
-def run_main(argv, capsys):
-    return run_entry(main, argv, capsys)
-
 
 
 def dry_run_config(argv, capsys) -> dict:
@@ -355,32 +350,28 @@ def test_models_markdown_lists_every_family(capsys):
 # --------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", *TINY, "--output-dir", str(out), "--seed", "3", "TRAIN.WARMUP_EPOCHS", "0"])
-    assert code == 0
-    return out
-
-
 @pytest.mark.slow
-def test_train_writes_outputs_and_the_merged_config(trained):
+def test_train_writes_outputs_and_the_merged_config(pets_run, pets_folder):
+    """The session's shared ``ecvit train`` run (``conftest.pets_run``: --seed 1, 2 epochs)."""
     for name in ("checkpoint.pth", "model_best.pth", "metrics.json", "config.yaml", "curves.png"):
-        assert (trained / name).is_file(), name
-    saved = load_config(trained / "config.yaml")
-    assert saved.seed == 3 and saved.train.warmup_epochs == 0 and saved.data.num_classes == 3
-    assert json.loads((trained / "metrics.json").read_text())[-1]["epoch"] == 1
+        assert (pets_run / name).is_file(), name
+    saved = load_config(pets_run / "config.yaml")
+    assert saved.seed == 1 and saved.train.warmup_epochs == 0 and saved.train.epochs == 2
+    assert (saved.data.dataset, saved.data.root, saved.data.img_size) == ("folder", str(pets_folder), 32)
+    assert json.loads((pets_run / "metrics.json").read_text())[-1]["epoch"] == 2
 
 
 @pytest.mark.slow
-def test_validate_defaults_to_the_runs_best_checkpoint(trained, tmp_path, capsys):
-    code, out, err = run_main(["validate", *TINY[:10], "--device", "cpu", "--output-dir",
-                               str(trained)], capsys)
+def test_validate_defaults_to_the_runs_best_checkpoint(pets_run, pets_folder, tmp_path, capsys):
+    data = ["--dataset", "folder", "--data-path", str(pets_folder), "--img-size", "32",
+            "--batch-size", "16"]
+    code, out, err = run_main(["validate", *data, "--device", "cpu", "--output-dir", str(pets_run)],
+                              capsys)
     assert code == 0, err
-    result = json.loads((trained / "model_best.validate.json").read_text())
-    assert result["num_samples"] == 24 and str(trained / "model_best.pth") in out
-    code, _, err = run_main(["validate", *TINY[:10], "--output-dir", str(tmp_path),
-                             "--checkpoint", str(trained / "model_best.pth")], capsys)
+    result = json.loads((pets_run / "model_best.validate.json").read_text())
+    assert result["num_samples"] == 18 and str(pets_run / "model_best.pth") in out
+    code, _, err = run_main(["validate", *data, "--output-dir", str(tmp_path),
+                             "--checkpoint", str(pets_run / "model_best.pth")], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "model_best.validate.json").read_text())["top1"] == result["top1"]
     assert (tmp_path / "model_best.confusion.png").is_file()

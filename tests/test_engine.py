@@ -398,6 +398,7 @@ def test_bad_image_without_skip_names_the_file(tmp_path, workers):
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_loader_workers_are_seeded(tmp_path):
     """With DATA.WORKERS > 0 the augmentation RNG lives in the workers; it follows SEED too."""
     for run in ("a", "b"):

@@ -273,6 +273,7 @@ def test_repeated_aug_sampler_spreads_three_copies_over_ranks():
     assert all(len(r) == 3 for r in ranks.values())  # each copy is augmented on another rank
 
 
+@pytest.mark.slow
 def test_valid_labels_evaluate_a_subset_of_the_outputs(tmp_path, folder, capsys):
     """A 5-output model (official-layout state dict) tested on 2 classes through outputs 1 and 3."""
     torch.manual_seed(0)
@@ -361,7 +362,7 @@ def test_run_sh_tests_an_official_file_with_a_model_file(tmp_path, folder):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(ROOT / "run.sh"), "-g", "1", "-t", "test", "--cfg", str(path),
                            *small_run(folder, tmp_path), "TEST.MODEL_FILE", str(weights)],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "samples 4" in proc.stdout and "no effect: " in proc.stdout
 

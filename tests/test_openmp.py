@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from _cli_helpers import ROOT
+
 from ecvit import openmp
 from ecvit.cli import apply_openmp_flag, build_parser, main
 from ecvit.errors import UsageError
@@ -37,15 +38,15 @@ def test_the_command_line_sets_the_short_spin_only_where_it_can_and_may(first, e
             "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('GOMP_SPINCOUNT'))")
     done = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), **env}, capture_output=True,
-                          text=True, cwd=ROOT, check=True)
+                          text=True, check=True)
     imported, started = done.stdout.split()[0], done.stdout.split()[-1]
     assert (imported, started) == (env.get("GOMP_SPINCOUNT", "None"), expected)  # set by main, not import
 
 
 @pytest.mark.slow
 def test_main_py_sets_the_short_spin_like_the_ecvit_command():
-    done = subprocess.run([sys.executable, "main.py", "--mode", "train", "--dry-run", "--dataset", "digits",
-                           "--model", "ecvit_tiny"], env=_clean_env(), capture_output=True, text=True, cwd=ROOT,
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode", "train", "--dry-run", "--dataset", "digits",
+                           "--model", "ecvit_tiny"], env=_clean_env(), capture_output=True, text=True,
                           check=True)
     device = next(line for line in done.stdout.splitlines() if line.startswith("# device"))
     assert f"spin {openmp.SPINCOUNT} rounds, then sleep" in device
@@ -55,7 +56,7 @@ def test_main_py_sets_the_short_spin_like_the_ecvit_command():
 def test_openmp_torch_flag_restarts_under_openmps_default():
     def device_line(*flags: str) -> str:
         done = subprocess.run([sys.executable, "-m", "ecvit", "train", "--dry-run", *flags], env=_clean_env(),
-                              capture_output=True, text=True, cwd=ROOT, check=True)
+                              capture_output=True, text=True, check=True)
         return next(line for line in done.stdout.splitlines() if line.startswith("# device"))
 
     assert f"spin {openmp.SPINCOUNT} rounds, then sleep" in device_line()

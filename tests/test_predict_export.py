@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from _cli_helpers import run_entry
+from _cli_helpers import run_main
 from PIL import Image
 
 from ecvit.io.checkpoint import read_checkpoint, save_atomic
-from ecvit.cli import main
 from ecvit.config import Config
 from ecvit.data import build_eval_transform, load_image
 from ecvit.engine import build_model, model_kwargs
@@ -69,11 +68,6 @@ def reference_probs(model, meta, paths):
                               meta["crop_pct"])
     with torch.no_grad():
         return model(torch.stack([tf(load_image(p)) for p in paths])).softmax(-1)
-
-
-def run_main(argv, capsys):
-    return run_entry(main, argv, capsys)
-
 
 
 # ---------------------------------------------------------------------------- predict

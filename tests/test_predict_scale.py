@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _cli_helpers import ROOT, run_entry
+from _cli_helpers import ROOT, run_main
 from PIL import Image
 
 from ecvit.io.checkpoint import file_kind, save_atomic
-from ecvit.cli import main
 from ecvit.config import Config
 from ecvit.engine import build_model
 from ecvit.engine.builder import training_spec
@@ -60,10 +59,6 @@ def write_images(folder, count, size=20, seed=0, ext=".png"):
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pth")
-
-
-def run_main(argv, capsys):
-    return run_entry(main, [str(a) for a in argv], capsys)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -113,6 +108,7 @@ def test_an_input_that_matches_nothing_is_one_line_exit_2(ckpt, tmp_path, monkey
 # ------------------------------------------------------------------------ results files
 
 
+@pytest.mark.slow
 def test_results_files_csv_json_parquet_match_the_api(ckpt, tmp_path, capsys):
     images = write_images(tmp_path / "imgs", CONSOLE_IMAGES + 3)
     expected = predict(ckpt, images, topk=3)

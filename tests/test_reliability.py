@@ -29,13 +29,10 @@ PROBE = "engine_probe_net"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 1-epoch run of the probe model: out/checkpoint.pth and model_best.pth."""
-    from ecvit.engine import train
-
-    out = tmp_path_factory.mktemp("trained")
-    train(tiny_cfg(out, "TRAIN.EPOCHS", "1", model=PROBE))
-    return out
+def trained(probe_run) -> Path:
+    """A finished 1-epoch run of the probe model: out/checkpoint.pth and model_best.pth
+    (the session's shared ``conftest.probe_run``)."""
+    return probe_run
 
 
 def _one_line_error(err: str) -> str:
@@ -78,7 +75,7 @@ def test_disk_full_during_training_is_one_line_exit_1(tmp_path):
     """A real write failure (ulimit -f) in a subprocess: one line, exit 1, checkpoint kept."""
     out = tmp_path / "run"
     code = (
-        "import resource, signal, sys; sys.path.insert(0, 'tests');"
+        f"import resource, signal, sys; sys.path.insert(0, {str(Path(__file__).parent)!r});"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
         "import _engine_helpers;"
         "from ecvit.io.checkpoint import save_atomic;"
@@ -95,7 +92,7 @@ def test_disk_full_during_training_is_one_line_exit_1(tmp_path):
         [sys.executable, "-c", code, "train", "--model", PROBE, "--dataset", "simulated",
          "--train-size", "32", "--val-size", "16", "--img-size", "32", "--batch-size", "16",
          "--epochs", "3", "--device", "cpu", "--output-dir", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+        capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-2000:]
     line = _one_line_error(proc.stderr)
     assert f"could not write {out}" in line and "previous checkpoint kept" in line
@@ -665,12 +662,12 @@ def test_preemption_signal_to_the_cli_writes_a_checkpoint_and_says_how_to_resume
     import time
 
     out = tmp_path / "run"
-    script = ("import sys; sys.path.insert(0, 'tests'); import _engine_helpers;"
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import _engine_helpers;"
               "from ecvit.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "train", *SIM[:-4], "--epochs", "500", "--device", "cpu",
          "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=Path(__file__).parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # wait for the first epoch line

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_sh(*args, timeout=600):
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     return subprocess.run(["bash", str(ROOT / "run.sh"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

@@ -9,37 +9,11 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from _cli_helpers import run_entry
+from _cli_helpers import run_entry, run_main
+from _runs import CLASSES, RUN, make_folder, train_argv
 from PIL import Image
 
 from ecvit.io.checkpoint import read_checkpoint
-from ecvit.cli import main
-
-CLASSES = ("cat", "dog", "emu")
-RUN = ["--img-size", "32", "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--seed", "1"]
-
-
-def train_argv(*argv):
-    """``ecvit train`` with the small run's flags; KEY VALUE overrides stay last."""
-    return ["train", *RUN, *argv, "TRAIN.WARMUP_EPOCHS", "0"]
-
-
-def run_main(argv, capsys):
-    return run_entry(main, argv, capsys)
-
-
-
-def make_folder(root, classes=CLASSES, per_class=6, seed=0):
-    """An ImageNet-style folder dataset whose classes differ in mean colour (learnable)."""
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        for c, name in enumerate(classes):
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                base = np.zeros((20, 20, 3)) + 60 * c
-                img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / name / f"{i}.png")
-    return root
 
 
 def dry_run(argv, capsys):
@@ -49,16 +23,15 @@ def dry_run(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("data") / "pets")
+def folder(pets_folder):
+    """The shared run's data (``conftest.pets_folder``)."""
+    return pets_folder
 
 
 @pytest.fixture(scope="module")
-def run_dir(folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "pets"
-    assert main(train_argv("--dataset", "folder", "--data-path", str(folder), "--output-dir",
-                           str(out))) == 0
-    return out
+def run_dir(pets_run):
+    """The session's shared run (``conftest.pets_run``)."""
+    return pets_run
 
 
 # ------------------------------------------------------------------ variant defaults

@@ -50,17 +50,15 @@ def test_precision_recall_f1_match_sklearn_on_labels():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Probe models trained 1 epoch on 4 and on 7 simulated classes."""
+def checkpoints(tmp_path_factory, probe_run):
+    """Probe models trained 1 epoch on 4 (the session's shared ``conftest.probe_run``) and on
+    7 simulated classes."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    runs = {}
-    for classes in (4, 7):
-        out = tmp_path_factory.mktemp(f"c{classes}")
-        train(tiny_cfg(out, "TRAIN.EPOCHS", "1", "DATA.NUM_CLASSES", str(classes), model=PROBE))
-        runs[classes] = out
+    out = tmp_path_factory.mktemp("c7")
+    train(tiny_cfg(out, "TRAIN.EPOCHS", "1", "DATA.NUM_CLASSES", "7", model=PROBE))
     torch.set_num_threads(threads)
-    return runs
+    return {4: probe_run, 7: out}
 
 
 def _validate(run: Path, out: Path, *flags: str) -> dict:

@@ -64,6 +64,7 @@ def test_cli_refuses_code_running_pickle(evil_checkpoint, tmp_path, capsys, comm
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_cli_subprocess_exit_code_and_no_traceback(evil_checkpoint, tmp_path):
     path, marker = evil_checkpoint
     image = tmp_path / "x.png"
