@@ -7,7 +7,7 @@ keys and values. No positional embedding; a class token joins in the last stage 
 Every per-stage choice the official ``MODEL.SPEC`` can make (class tokens, projection
 method, q and k/v kernels, strides and paddings, qkv bias, MLP ratio, dropouts, init) is a
 constructor argument of :class:`CvT` (the translation of official files is
-``ecvit.official_cvt``).
+``ecvit.io.official_cvt``).
 
 The module and parameter names reproduce the official implementation
 (microsoft/CvT, ``lib/models/cls_cvt.py``), so its ``.pth`` files load with
