@@ -65,7 +65,7 @@ def _compile_choices() -> list[str]:
 
 def test_every_family_is_registered():
     families = {_family(n) for n in _zoo()}
-    assert {"ecvit.models.cvt", "ecvit.models.ecvit", "ecvit.models.vit_dw"} <= families
+    assert {"ecvit.models.cvt", "ecvit.models.ecvit", "ecvit.models.dws_vit"} <= families
 
 
 def _fuse_params() -> list:
