@@ -23,13 +23,13 @@ def test_module_fixtures_run_outside_the_repository(module_cwd):
     assert module_cwd != ROOT and ROOT not in module_cwd.parents
 
 
-def test_a_default_output_folder_is_the_tests_own(tmp_path, capsys):
-    """A dry run with the default OUTPUT_DIR sees this test's empty ``output``, not the repo's."""
+def test_a_relative_output_folder_is_the_tests_own(tmp_path, capsys):
+    """A dry run with a relative OUTPUT_DIR sees this test's ``output``, not the repo's."""
     from ecvit.cli import main
 
     (tmp_path / "output").mkdir()
     (tmp_path / "output" / "checkpoint.pth").write_bytes(b"another run's garbage")
-    assert main(["train", "--dry-run"]) == 2  # this test's own leftover is found ...
+    assert main(["train", "--dry-run", "--output-dir", "output"]) == 2  # this test's own leftover is found ...
     assert "output/checkpoint.pth" in capsys.readouterr().err
 
 
@@ -37,4 +37,4 @@ def test_the_next_test_does_not_see_it(capsys):
     from ecvit.cli import main
 
     assert not Path("output").exists()
-    assert main(["train", "--dry-run"]) == 0, capsys.readouterr().err  # ... and only there
+    assert main(["train", "--dry-run", "--output-dir", "output"]) == 0, capsys.readouterr().err  # ... and only there

@@ -28,7 +28,8 @@ FAMILIES = {
 
 def make_checkpoint(path, name="ecvit_tiny", mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3),
                     crop_pct=0.9):
-    """A checkpoint in the engine's format, with non-trivial BatchNorm statistics."""
+    """A checkpoint in the engine's format, with non-trivial BatchNorm statistics and a
+    classifier scaled to give confident outputs."""
     cfg = Config()
     cfg.model.name, cfg.model.args, cfg.model.drop_path_rate = name, dict(FAMILIES[name]), 0.0
     cfg.data.img_size, cfg.data.crop_pct, cfg.data.interpolation = 32, crop_pct, "bilinear"
@@ -39,6 +40,8 @@ def make_checkpoint(path, name="ecvit_tiny", mean=(0.3, 0.4, 0.5), std=(0.2, 0.2
             module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
             module.weight.data.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    with torch.no_grad():  # confident outputs, as a trained model's (the fresh ones are near uniform)
+        model.get_classifier().weight.mul_(50.0)
     meta = training_spec(cfg, CLASSES, list(mean), list(std), crop_pct, has_ema=False).to_meta()
     assert meta["model_args"] == model_kwargs(cfg)
     save_atomic({"model": model.state_dict(), **meta, "epoch": 1}, path)
