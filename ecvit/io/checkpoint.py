@@ -39,37 +39,27 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], what: str 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        cause = os_error_of(exc)
-        if cause is not None:
-            raise StorageError(storage_message(path, cause, what)) from None
-        raise
-    _fsync_dir(path.parent)
+    write_files_atomic({path: write}, what)
 
 
-def write_files_atomic(files: dict[Path, bytes], what: str = "file") -> None:
-    """Write several files as one step: each is staged as a temp file beside its target and
-    synced, then all are renamed. A refused or failed write removes the staged files and
-    leaves every target as it was (one :class:`StorageError` line naming the file)."""
+def write_files_atomic(files: dict[Path, bytes | Callable[[BinaryIO], None]], what: str = "file") -> None:
+    """Write several files as one step: each (bytes, or a ``write(fh)`` callback) is staged
+    as a temp file beside its target and synced, then all are renamed. A refused or failed
+    write removes the staged files and leaves every target as it was (one
+    :class:`StorageError` line naming the file)."""
     staged: list[tuple[str, Path]] = []
     current = next(iter(files), Path("."))
     try:
-        for path, data in files.items():
+        for path, content in files.items():
             current = path
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((tmp, path))
             os.fchmod(fd, 0o666 & ~current_umask())
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if callable(content):
+                    content(fh)
+                else:
+                    fh.write(content)
                 fh.flush()
                 os.fsync(fh.fileno())
         for tmp, path in staged:
