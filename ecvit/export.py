@@ -25,7 +25,7 @@ from torch import nn
 from ecvit.config import EXPORT_FORMATS
 from ecvit.engine.outputs import check_output_dir
 from ecvit.errors import CheckpointError, UsageError
-from ecvit.io.checkpoint import write_atomic
+from ecvit.io.checkpoint import safetensors_bytes, write_atomic
 from ecvit.io.hub import export_hf
 from ecvit.io.weights import load_for_inference
 from ecvit.models import fuse
@@ -84,11 +84,7 @@ def _meta_strings(meta: dict[str, Any]) -> dict[str, str]:
 
 def export_safetensors(model: nn.Module, meta: dict[str, Any], out: Path) -> None:
     """Weights + JSON metadata; ``ecvit.io.checkpoint.read_checkpoint`` reads the metadata back."""
-    from safetensors.torch import save
-
-    # clone: safetensors refuses tensors that share storage (e.g. tied or viewed weights)
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    data = save(state, metadata={"format": "pt", **_meta_strings(meta)})
+    data = safetensors_bytes(model, _meta_strings(meta))
     write_atomic(out, lambda fh: fh.write(data), what="export")
 
 

@@ -274,6 +274,16 @@ def _is_text(head: bytes) -> bool:
     return all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
+def safetensors_bytes(model: torch.nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """``model``'s state dict as safetensors bytes (``{"format": "pt"}`` plus ``metadata``);
+    the tensors are cloned, since safetensors refuses ones that share storage (tied or
+    viewed weights). :func:`read_checkpoint` reads such a file back."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return save(state, metadata={"format": "pt", **(metadata or {})})
+
+
 def _read_safetensors(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError, safe_open
 

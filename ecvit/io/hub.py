@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ecvit.errors import StorageError, UsageError
-from ecvit.io.checkpoint import read_checkpoint, storage_message, write_files_atomic
+from ecvit.io.checkpoint import read_checkpoint, safetensors_bytes, storage_message, write_files_atomic
 from ecvit.io.folders import CARD, CONFIG, WEIGHTS
 from ecvit.io.weights import load_for_inference
 from ecvit.models.registry import model_entry
@@ -44,10 +44,7 @@ def export_hf(checkpoint: Path, out: Path | None, use_ema: bool | None = None) -
         raise UsageError(f"--out {out} would overwrite the checkpoint being exported "
                          f"({checkpoint}); export into another folder")
     model, spec = load_for_inference(str(checkpoint), use_ema)
-    from safetensors.torch import save
-
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    files = {WEIGHTS: save(state, metadata={"format": "pt"}),
+    files = {WEIGHTS: safetensors_bytes(model),
              CONFIG: (json.dumps(hf_config(model, spec), indent=2) + "\n").encode()}
     if CARD in names:
         files[CARD] = model_card(checkpoint, spec).encode()
